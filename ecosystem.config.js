@@ -1,0 +1,67 @@
+// The sitelog processes, as PM2 runs them. `pm2 start ecosystem.config.js` after `npm run build`.
+// PM2 evaluates this file in its CLI process at every start and reload.
+const { DATABASE_WAIT_MS, SHUTDOWN_MS } = require('./dist/timeouts.js');
+const { prepareLocal } = require('./dist/ops/stack.js');
+
+const argv = process.argv;
+const production = argv.some((arg, i) => arg === '--env=production' || (arg === '--env' && argv[i + 1] === 'production'));
+// `pm2 reload ecosystem.config.js` reloads every app in the file, and reloading a fork-mode app is a
+// restart: the database and nginx would go down. On reload the file therefore declares web alone.
+const reloading = argv[2] === 'reload';
+
+const web = {
+  name: 'web',
+  namespace: 'sitelog',
+  script: 'dist/server.js',
+  cwd: __dirname,
+  exec_mode: 'cluster',
+  instances: 2,
+  // Ready means: database reached, migrations run, startup log written, listening (src/server.ts).
+  wait_ready: true,
+  listen_timeout: DATABASE_WAIT_MS + 15_000,
+  kill_timeout: SHUTDOWN_MS + 2_000,
+  // 78 = configuration error: restarting cannot fix it.
+  stop_exit_codes: [78],
+  exp_backoff_restart_delay: 100,
+  max_memory_restart: '300M',
+  env_production: { NODE_ENV: 'production' },
+};
+
+const apps = [web];
+
+if (!production) {
+  const local = prepareLocal(process.env);
+  for (const notice of local.notices) process.stderr.write(`${notice}\n`);
+  web.instances = local.instances;
+  web.env = local.webEnv;
+  if (local.db && !reloading) {
+    apps.push({
+      name: 'db',
+      namespace: 'sitelog',
+      script: 'dist/db/embedded.js',
+      cwd: __dirname,
+      exec_mode: 'fork',
+      wait_ready: true,
+      listen_timeout: 60_000,
+      // a fast shutdown of PostgreSQL can take a checkpoint
+      kill_timeout: 30_000,
+      stop_exit_codes: [78],
+      env: local.db.env,
+    });
+  }
+  if (local.proxy && !reloading) {
+    apps.push({
+      name: 'proxy',
+      namespace: 'sitelog',
+      script: local.proxy.nginx,
+      args: local.proxy.args,
+      interpreter: 'none',
+      exec_mode: 'fork',
+      // SIGQUIT: nginx's graceful stop, finishing the requests it has
+      kill_signal: 'SIGQUIT',
+      kill_timeout: 15_000,
+    });
+  }
+}
+
+module.exports = { apps };

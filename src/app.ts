@@ -1,0 +1,74 @@
+import crypto from 'node:crypto';
+import express, { type RequestHandler } from 'express';
+import helmet from 'helmet';
+import type { AppContext } from './context.js';
+import { errorHandler, HttpError, notFound } from './errors.js';
+import { healthRouter } from './health.js';
+import { homeRouter } from './home.js';
+import { instancesRouter } from './instances/routes.js';
+import type { Logger } from './logger.js';
+import { logsRouter } from './logs/routes.js';
+
+declare global {
+  // eslint-disable-next-line @typescript-eslint/no-namespace
+  namespace Express {
+    interface Request {
+      id: string;
+      log: Logger;
+    }
+  }
+}
+
+/** nginx sends X-Request-Id: $request_id, the same across its retries of one request. */
+const REQUEST_ID = /^[A-Za-z0-9-]{8,128}$/;
+
+function requestContext(logger: Logger): RequestHandler {
+  return (req, res, next) => {
+    const incoming = req.get('x-request-id');
+    req.id = incoming && REQUEST_ID.test(incoming) ? incoming : crypto.randomUUID();
+    req.log = logger.child({ reqId: req.id });
+    res.set('X-Request-Id', req.id);
+    next();
+  };
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+const jsonOnly: RequestHandler = (req, _res, next) => {
+  const hasBody = req.method !== 'GET' && req.method !== 'HEAD' && req.get('content-length') !== '0';
+  if (hasBody && req.get('content-type') && !req.is('application/json')) {
+    next(new HttpError(415, 'SITELOG_UNSUPPORTED_MEDIA_TYPE', 'request body must be application/json'));
+  } else next();
+};
+
+/** The Express app of one process. It never listens: server.ts does. */
+export function createApp(ctx: AppContext): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+  // Only the local nginx may say who the client is; a client's own X-Forwarded-For is overwritten there.
+  app.set('trust proxy', 'loopback');
+  app.use(
+    helmet({
+      // HSTS belongs to the TLS server block in nginx; on plain-HTTP local stacks it would break the site.
+      strictTransportSecurity: false,
+      contentSecurityPolicy: { directives: { upgradeInsecureRequests: null } },
+    }),
+  );
+  app.use(requestContext(ctx.logger));
+  app.use(jsonOnly);
+  app.use(
+    express.json({
+      limit: '128kb',
+      verify: (_req, _res, buf) => {
+        utf8.decode(buf);
+      },
+    }),
+  );
+  app.use(healthRouter(ctx));
+  app.use(homeRouter(ctx));
+  app.use('/api/logs', logsRouter(ctx));
+  app.use('/api', instancesRouter(ctx));
+  app.use((req, _res, next) => next(notFound(`no route for ${req.method} ${req.path.slice(0, 100)}`)));
+  app.use(errorHandler(ctx.logger));
+  return app;
+}

@@ -1,0 +1,79 @@
+import os from 'node:os';
+import path from 'node:path';
+import { z } from 'zod';
+
+const port = z.coerce.number().int().min(1).max(65535);
+
+/** Every variable sitelog reads, one short description each; ops/stack.ts reuses the ones it needs. */
+export const envFields = {
+  PORT: port.default(3000).describe('port the web instances share, bound to 127.0.0.1'),
+  PROXY_PORT: z.coerce.number().int().min(0).max(65535).default(8080).describe('nginx port; 0 = no proxy'),
+  WEB_INSTANCES: z
+    .union([z.literal('max'), z.coerce.number().int().min(1).max(256)])
+    .default(2)
+    .describe('number of web instances, or "max"'),
+  DATABASE_URL: z
+    .string()
+    .regex(/^postgres(ql)?:\/\/[^/]+\/[^/?]+/, 'must be postgres://user:password@host:port/database')
+    .describe('PostgreSQL URL (ecosystem.config.js points it at the embedded server when unset)'),
+  DB_POOL_MAX: z.coerce.number().int().min(1).max(1000).default(10).describe('pool size per instance'),
+  API_TOKEN: z.string().min(16, 'must be at least 16 characters').describe('bearer token of the JSON API'),
+  ADMIN_PASSWORD: z.string().min(8, 'must be at least 8 characters').describe('password of the console'),
+  SITELOG_HOST: z
+    .string()
+    .min(1)
+    .max(255)
+    .default(os.hostname())
+    .describe('the name this host logs under'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  DATA_DIR: z.string().default('./.data').describe('runtime state'),
+  NODE_APP_INSTANCE: z.coerce.number().int().min(0).default(0).describe('set by PM2: this instance id'),
+  restart_time: z.coerce.number().int().min(0).default(0).describe('set by PM2: restarts of this instance'),
+  EMBEDDED_PG_PORT: port.default(5433).describe('port of the embedded PostgreSQL (local stack only)'),
+};
+const schema = z.object(envFields);
+
+export type Config = Readonly<
+  Omit<z.infer<typeof schema>, 'WEB_INSTANCES' | 'NODE_APP_INSTANCE' | 'restart_time' | 'EMBEDDED_PG_PORT'> & {
+    WEB_INSTANCES: number;
+    INSTANCE: number;
+    PM2_RESTARTS: number;
+  }
+>;
+
+/** Exit code for a configuration error: PM2 lists it in stop_exit_codes so a bad config is no restart loop. */
+export const EXIT_CONFIG = 78;
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  ${p}`).join('\n')}`);
+  }
+}
+
+const SECRET_KEYS = new Set(['API_TOKEN', 'ADMIN_PASSWORD', 'DATABASE_URL']);
+
+/** Reads the environment once; reports every bad variable, one line each, without echoing secrets. */
+export function parseEnv<S extends z.ZodType>(schema: S, env: NodeJS.ProcessEnv): z.infer<S> {
+  const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const parsed = schema.safeParse(present);
+  if (parsed.success) return parsed.data;
+  throw new ConfigError(
+    parsed.error.issues.map((issue) => {
+      const key = String(issue.path[0] ?? '?');
+      const value = present[key];
+      const shown = value === undefined ? 'unset' : SECRET_KEYS.has(key) ? 'value hidden' : JSON.stringify(value);
+      return `${key}: ${value === undefined ? 'required' : issue.message} (${shown})`;
+    }),
+  );
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const { WEB_INSTANCES, NODE_APP_INSTANCE, restart_time, EMBEDDED_PG_PORT: _unused, ...rest } = parseEnv(schema, env);
+  return Object.freeze({
+    ...rest,
+    DATA_DIR: path.resolve(rest.DATA_DIR),
+    WEB_INSTANCES: WEB_INSTANCES === 'max' ? os.availableParallelism() : WEB_INSTANCES,
+    INSTANCE: NODE_APP_INSTANCE,
+    PM2_RESTARTS: restart_time,
+  });
+}

@@ -1,0 +1,16 @@
+import type { Sequelize } from 'sequelize';
+import type { Auth } from './auth.js';
+import type { Config } from './config.js';
+import type { Logger } from './logger.js';
+import type { AddSystemLog } from './logs/system-log.js';
+
+/** What the request handlers of one process share: built once in server.ts, never at import time. */
+export type AppContext = {
+  config: Config;
+  sequelize: Sequelize;
+  logger: Logger;
+  auth: Auth;
+  addSystemLog: AddSystemLog;
+  /** True once the database answered and the migrations ran. */
+  readiness: { migrated: boolean };
+};

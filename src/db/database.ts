@@ -1,0 +1,139 @@
+import pg from 'pg';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Logger } from '../logger.js';
+import { LOCK_CREATE_DATABASE } from './locks.js';
+
+/** Startup fails for good (no retry) on these: a wrong password does not fix itself. */
+export class FatalDatabaseError extends Error {}
+
+const RETRYABLE_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'EAI_AGAIN',
+  '57P01', // admin_shutdown
+  '57P02', // crash_shutdown
+  '57P03', // cannot_connect_now: starting up or shutting down
+  '53300', // too_many_connections
+]);
+
+export function isRetryable(err: unknown): boolean {
+  const e = err as { code?: string; message?: string };
+  if (e.code && RETRYABLE_CODES.has(e.code)) return true;
+  return /timeout|terminated|Connection terminated|ECONNREFUSED/i.test(e.message ?? '');
+}
+
+export function databaseName(url: string): string {
+  return decodeURIComponent(new URL(url).pathname.slice(1));
+}
+
+function clientFor(url: string, database: string | undefined, applicationName: string): pg.Client {
+  const target = new URL(url);
+  // pg lets the connection string win over a `database` option, so the name goes into the URL
+  if (database) target.pathname = `/${encodeURIComponent(database)}`;
+  const client = new pg.Client({
+    connectionString: target.toString(),
+    application_name: applicationName,
+    connectionTimeoutMillis: 2_000,
+    keepAlive: true,
+  });
+  // Without a listener a dropped connection is an uncaught 'error' that kills the process.
+  client.on('error', () => undefined);
+  return client;
+}
+
+/**
+ * Creates the database when it is missing. Instances starting at the same moment serialise on an
+ * advisory lock in the maintenance database, so exactly one of them issues CREATE DATABASE.
+ */
+async function ensureDatabase(url: string, logger: Logger): Promise<void> {
+  const name = databaseName(url);
+  const admin = clientFor(url, 'postgres', 'sitelog-create-database');
+  await admin.connect();
+  try {
+    await admin.query('SELECT pg_advisory_lock($1)', [LOCK_CREATE_DATABASE]);
+    const { rowCount } = await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
+    if (rowCount === 0) {
+      await admin.query(`CREATE DATABASE ${admin.escapeIdentifier(name)}`);
+      logger.info({ database: name }, 'database created');
+    }
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code === '42501') {
+      throw new FatalDatabaseError(`database "${name}" does not exist and this role may not create it`);
+    }
+    // 42P04: created by someone else between our check and our CREATE (another host, no lock shared).
+    if (code !== '42P04') throw err;
+  } finally {
+    await admin.end().catch(() => undefined);
+  }
+}
+
+/**
+ * Connects a client of its own to the application database, waiting for the server with capped
+ * exponential backoff (so a database that appears is used within a second) and creating the database
+ * on the first start.
+ */
+export async function connectWithRetry(
+  url: string,
+  applicationName: string,
+  logger: Logger,
+  opts: { timeoutMs: number; signal?: AbortSignal },
+): Promise<pg.Client> {
+  const deadline = Date.now() + opts.timeoutMs;
+  let delay = 100;
+  let attempt = 0;
+  for (;;) {
+    attempt += 1;
+    const client = clientFor(url, undefined, applicationName);
+    try {
+      await client.connect();
+      if (attempt > 1) logger.info({ attempt }, 'database is reachable');
+      return client;
+    } catch (err) {
+      await client.end().catch(() => undefined);
+      const code = (err as { code?: string }).code;
+      if (code === '3D000') {
+        await ensureDatabase(url, logger);
+        continue;
+      }
+      if (code === '28P01' || code === '28000') {
+        throw new FatalDatabaseError(`database refused our credentials (${code})`);
+      }
+      if (!isRetryable(err) || Date.now() + delay > deadline || opts.signal?.aborted) throw err;
+      if (attempt === 1 || attempt % 10 === 0) {
+        logger.warn({ attempt, code, retryInMs: delay }, 'waiting for the database');
+      }
+      await sleep(delay);
+      delay = Math.min(delay * 2, 1_000);
+    }
+  }
+}
+
+export class PoolBudgetError extends Error {}
+
+/** Connections one instance holds beside its pool: its liveness connection. */
+export const CONNECTIONS_BESIDE_POOL = 1;
+/** Kept free for psql, migrations from deploy and monitoring. */
+export const CONNECTION_RESERVE = 5;
+
+export async function checkPoolBudget(
+  client: pg.Client,
+  budget: { instances: number; poolMax: number },
+): Promise<{ needed: number; available: number }> {
+  const { rows } = await client.query<{ max: string; reserved: string }>(
+    `SELECT current_setting('max_connections') AS max, current_setting('superuser_reserved_connections') AS reserved`,
+  );
+  const row = rows[0];
+  const available = Number(row?.max) - Number(row?.reserved);
+  const needed = budget.instances * (budget.poolMax + CONNECTIONS_BESIDE_POOL) + CONNECTION_RESERVE;
+  if (needed > available) {
+    throw new PoolBudgetError(
+      `pool budget exceeded: WEB_INSTANCES ${budget.instances} × (DB_POOL_MAX ${budget.poolMax} + ${CONNECTIONS_BESIDE_POOL}) ` +
+        `+ reserve ${CONNECTION_RESERVE} = ${needed} connections, but the server allows ${available} ` +
+        `(max_connections ${row?.max} − superuser_reserved_connections ${row?.reserved}); lower DB_POOL_MAX or raise max_connections`,
+    );
+  }
+  return { needed, available };
+}

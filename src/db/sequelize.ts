@@ -1,0 +1,34 @@
+import { Sequelize } from 'sequelize';
+import type { Config } from '../config.js';
+import { initModels } from './models.js';
+
+/**
+ * Each web instance builds its own Sequelize inside its startup path, never at import time:
+ * a connection opened before PM2 forks would be shared by workers (the seed's incident).
+ */
+export function createSequelize(config: Config): Sequelize {
+  const sequelize = new Sequelize(config.DATABASE_URL, {
+    dialect: 'postgres',
+    logging: false,
+    benchmark: false,
+    pool: {
+      max: config.DB_POOL_MAX,
+      min: 0,
+      idle: 10_000,
+      // A saturated pool answers 503 after this rather than queueing a request forever.
+      acquire: 3_000,
+      evict: 1_000,
+    },
+    retry: { max: 0 },
+    dialectOptions: {
+      application_name: `sitelog-web-${config.INSTANCE}`,
+      // A dead server must turn into a fast 503, not a hanging request.
+      connectionTimeoutMillis: 1_000,
+      statement_timeout: 5_000,
+      idle_in_transaction_session_timeout: 10_000,
+      keepAlive: true,
+    },
+  });
+  initModels(sequelize);
+  return sequelize;
+}

@@ -1,0 +1,28 @@
+import { Router } from 'express';
+import type { AppContext } from './context.js';
+
+/** Liveness without the database (PM2 and nginx ask it), readiness with it. */
+export function healthRouter(ctx: AppContext): Router {
+  const router = Router();
+  router.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok', instance: ctx.config.INSTANCE, pid: process.pid });
+  });
+  router.get('/readyz', async (_req, res) => {
+    const database = ctx.readiness.migrated
+      ? await ctx.sequelize.query('SELECT 1').then(
+          () => true,
+          () => false,
+        )
+      : false;
+    const ready = database && ctx.readiness.migrated;
+    if (!ready) res.set('Retry-After', '1');
+    res.status(ready ? 200 : 503).json({
+      status: ready ? 'ready' : 'unavailable',
+      database,
+      migrated: ctx.readiness.migrated,
+      instance: ctx.config.INSTANCE,
+      pid: process.pid,
+    });
+  });
+  return router;
+}

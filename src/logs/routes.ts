@@ -1,0 +1,44 @@
+import { Router } from 'express';
+import type { AppContext } from '../context.js';
+import { badRequest, conflict, notFound } from '../errors.js';
+import { createLog, getLog, listLogs } from './queries.js';
+import { createLogBody, idempotencyKey, listLogsQuery, logId } from './schema.js';
+
+export function logsRouter(ctx: AppContext): Router {
+  const router = Router();
+
+  router.get('/', ctx.auth.reader, async (req, res) => {
+    res.json(await listLogs(ctx.sequelize, listLogsQuery.parse(req.query)));
+  });
+
+  router.get('/:id', ctx.auth.reader, async (req, res) => {
+    const id = logId.safeParse(req.params['id']);
+    const entry = id.success ? await getLog(ctx.sequelize, id.data) : undefined;
+    if (!entry) throw notFound(`no log entry ${JSON.stringify(String(req.params['id']).slice(0, 40))}`);
+    res.json(entry);
+  });
+
+  router.post('/', ctx.auth.token, async (req, res) => {
+    const body = createLogBody.parse(req.body ?? {});
+    const clientKey = req.get('idempotency-key');
+    if (clientKey !== undefined && !idempotencyKey.safeParse(clientKey).success) {
+      throw badRequest('Idempotency-Key: must be 8-128 characters of [A-Za-z0-9._:-]', 'SITELOG_BAD_IDEMPOTENCY_KEY');
+    }
+    const { entry, created } = await createLog(ctx.sequelize, {
+      ...body,
+      ip: req.ip ?? null,
+      userAgent: req.get('user-agent')?.slice(0, 512) ?? null,
+      host: ctx.config.SITELOG_HOST,
+      instance: ctx.config.INSTANCE,
+      requestId: clientKey ?? req.id,
+    });
+    if (!created && (entry.stype !== body.stype || entry.description !== body.description)) {
+      throw conflict('Idempotency-Key was already used for a different entry', 'SITELOG_IDEMPOTENCY_KEY_REUSED');
+    }
+    res.status(201).set('Location', `/api/logs/${entry.id}`);
+    if (!created) res.set('Idempotent-Replayed', 'true');
+    res.json(entry);
+  });
+
+  return router;
+}

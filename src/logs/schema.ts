@@ -1,0 +1,50 @@
+import { z } from 'zod';
+import { STYPES } from './model.js';
+
+export const MAX_DESCRIPTION = 10_000;
+export const MAX_LIMIT = 200;
+
+// PostgreSQL text cannot hold NUL; refusing it here keeps it a 400 instead of a database error.
+const text = (max: number) =>
+  z
+    .string()
+    .max(max * 2)
+    .refine((s) => !s.includes('\u0000'), 'must not contain NUL characters')
+    .refine((s) => [...s].length <= max, `must be at most ${max} characters`);
+
+export const createLogBody = z.strictObject({
+  stype: z.enum(STYPES),
+  description: text(MAX_DESCRIPTION).refine((s) => s.trim().length > 0, 'must not be empty'),
+});
+export type CreateLogBody = z.infer<typeof createLogBody>;
+
+export const listLogsQuery = z.strictObject({
+  stype: z.enum(STYPES).optional(),
+  q: text(200).optional(),
+  since: z.iso.datetime({ offset: true }).pipe(z.coerce.date()).optional(),
+  until: z.iso.datetime({ offset: true }).pipe(z.coerce.date()).optional(),
+  before: z.string().max(200).optional(),
+  limit: z.coerce.number().int().min(1).max(MAX_LIMIT).default(50),
+});
+export type ListLogsQuery = z.infer<typeof listLogsQuery>;
+
+export const logId = z.string().regex(/^[1-9][0-9]{0,15}$/, 'must be a positive integer');
+
+/** A client's Idempotency-Key, or the X-Request-Id nginx sets (kept across its own retries). */
+export const idempotencyKey = z.string().regex(/^[A-Za-z0-9._:-]{8,128}$/, 'must be 8-128 characters of [A-Za-z0-9._:-]');
+
+/** The keyset position (timestamp, id) of the last item of a page, opaque to clients. */
+const cursor = z.tuple([z.iso.datetime(), z.number().int().positive()]);
+
+export function encodeCursor(timestamp: string, id: number): string {
+  return Buffer.from(JSON.stringify([timestamp, id])).toString('base64url');
+}
+
+export function decodeCursor(value: string): { timestamp: Date; id: number } | undefined {
+  try {
+    const parsed = cursor.safeParse(JSON.parse(Buffer.from(value, 'base64url').toString('utf8')));
+    return parsed.success ? { timestamp: new Date(parsed.data[0]), id: parsed.data[1] } : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,48 @@
+import type { Logger } from './logger.js';
+
+/**
+ * The one way out of the process: idempotent, runs the registered steps newest first (what started
+ * last stops first), and exits before the bound even when a step hangs.
+ */
+export class Shutdown {
+  private readonly steps: Array<{ name: string; run: () => Promise<void> }> = [];
+  private started: Promise<never> | undefined;
+  readonly controller = new AbortController();
+
+  constructor(
+    private readonly logger: Logger,
+    private readonly timeoutMs: number,
+  ) {}
+
+  get inProgress(): boolean {
+    return this.started !== undefined;
+  }
+
+  add(name: string, run: () => Promise<void>): void {
+    this.steps.push({ name, run });
+  }
+
+  run(reason: string, exitCode = 0): Promise<never> {
+    this.started ??= this.execute(reason, exitCode);
+    return this.started;
+  }
+
+  private async execute(reason: string, exitCode: number): Promise<never> {
+    this.logger.info({ reason }, 'shutting down');
+    this.controller.abort();
+    // PM2 kills after kill_timeout; we must be gone before it.
+    setTimeout(() => {
+      this.logger.error({ timeoutMs: this.timeoutMs }, 'shutdown took too long; forcing exit');
+      process.exit(exitCode || 1);
+    }, this.timeoutMs).unref();
+    for (const step of [...this.steps].reverse()) {
+      try {
+        await step.run();
+      } catch (err) {
+        this.logger.warn({ err, step: step.name }, 'shutdown step failed');
+      }
+    }
+    this.logger.info('stopped');
+    process.exit(exitCode);
+  }
+}

@@ -1,0 +1,9 @@
+// The bounds of a web process's life. ecosystem.config.js sets PM2's timers from these
+// (listen_timeout above the database wait, kill_timeout above the shutdown bound).
+
+/** How long an instance waits for the database at startup before giving up. */
+export const DATABASE_WAIT_MS = 60_000;
+/** The longest graceful shutdown, force exit included. */
+export const SHUTDOWN_MS = 8_000;
+/** Node keeps idle upstream connections longer than nginx does (keepalive_timeout 30s in nginx/), so nginx closes first. */
+export const KEEP_ALIVE_MS = 65_000;
