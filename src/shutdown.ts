@@ -6,12 +6,13 @@ import type { Logger } from './logger.js';
  */
 export class Shutdown {
   private readonly steps: Array<{ name: string; run: () => Promise<void> }> = [];
-  private started: Promise<never> | undefined;
+  private started: Promise<void> | undefined;
   readonly controller = new AbortController();
 
   constructor(
     private readonly logger: Logger,
     private readonly timeoutMs: number,
+    private readonly exit: (code: number) => void = (code) => process.exit(code),
   ) {}
 
   get inProgress(): boolean {
@@ -22,18 +23,18 @@ export class Shutdown {
     this.steps.push({ name, run });
   }
 
-  run(reason: string, exitCode = 0): Promise<never> {
+  run(reason: string, exitCode = 0): Promise<void> {
     this.started ??= this.execute(reason, exitCode);
     return this.started;
   }
 
-  private async execute(reason: string, exitCode: number): Promise<never> {
+  private async execute(reason: string, exitCode: number): Promise<void> {
     this.logger.info({ reason }, 'shutting down');
     this.controller.abort();
     // PM2 kills after kill_timeout; we must be gone before it.
-    setTimeout(() => {
+    const force = setTimeout(() => {
       this.logger.error({ timeoutMs: this.timeoutMs }, 'shutdown took too long; forcing exit');
-      process.exit(exitCode || 1);
+      this.exit(exitCode || 1);
     }, this.timeoutMs).unref();
     for (const step of [...this.steps].reverse()) {
       try {
@@ -42,7 +43,8 @@ export class Shutdown {
         this.logger.warn({ err, step: step.name }, 'shutdown step failed');
       }
     }
+    clearTimeout(force);
     this.logger.info('stopped');
-    process.exit(exitCode);
+    this.exit(exitCode);
   }
 }

