@@ -20,9 +20,9 @@ const web = {
   wait_ready: true,
   listen_timeout: DATABASE_WAIT_MS + 15_000,
   kill_timeout: SHUTDOWN_MS + 2_000,
-  // 78 = configuration error: restarting cannot fix it.
+  // 78 = configuration error: restarting cannot fix it, so PM2 leaves it stopped. (No restart
+  // delay: PM2 would show such an app as "waiting restart" forever.)
   stop_exit_codes: [78],
-  exp_backoff_restart_delay: 100,
   max_memory_restart: '300M',
   env_production: { NODE_ENV: 'production' },
 };

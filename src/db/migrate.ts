@@ -1,13 +1,31 @@
 import path from 'node:path';
 import type pg from 'pg';
-import type { Sequelize } from 'sequelize';
+import type { QueryInterface, Sequelize } from 'sequelize';
 import { SequelizeStorage, Umzug } from 'umzug';
 import type { Logger } from '../logger.js';
 import { LOCK_MIGRATIONS } from './locks.js';
 
+type Migration = {
+  up: (params: { context: QueryInterface }) => Promise<void>;
+  down: (params: { context: QueryInterface }) => Promise<void>;
+};
+
 export function createMigrator(sequelize: Sequelize, logger?: Logger) {
   const umzug = new Umzug({
-    migrations: { glob: ['migrations/*.js', { cwd: __dirname }] },
+    // .ts when the tests run the sources through tsx, .js when PM2 runs dist/
+    migrations: {
+      glob: ['migrations/*.{js,ts}', { cwd: __dirname, ignore: ['**/*.d.ts'] }],
+      // named without the extension, so dist/ (.js) and the sources under test (.ts) agree
+      resolve: ({ name, path: file, context }) => {
+        // eslint-disable-next-line @typescript-eslint/no-require-imports
+        const migration = require(file!) as Migration;
+        return {
+          name: name.replace(/\.[jt]s$/, ''),
+          up: () => migration.up({ context }),
+          down: () => migration.down({ context }),
+        };
+      },
+    },
     context: sequelize.getQueryInterface(),
     storage: new SequelizeStorage({ sequelize, tableName: 'sitelog_migrations' }),
     logger: undefined,

@@ -17,7 +17,7 @@ export type Pm2Process = {
   name: string;
   pid: number;
   pm_id: number;
-  pm2_env: { namespace?: string; status: string; NODE_APP_INSTANCE?: number | string; restart_time: number };
+  pm2_env: { namespace?: string; status: string; NODE_APP_INSTANCE?: number | string; restart_time: number; exit_code?: number };
 };
 
 export async function list(env: NodeJS.ProcessEnv = process.env): Promise<Pm2Process[]> {

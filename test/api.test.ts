@@ -1,0 +1,200 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { startApp } from './support/app.js';
+import { BAD_INPUTS, send } from './support/bad-input.js';
+import { startPostgres, type TestPostgres } from './support/postgres.js';
+import { authHeaders } from './support/stack.js';
+
+// The HTTP API of one web process against a real PostgreSQL, through its real startup path.
+
+let postgres: TestPostgres;
+let app: Awaited<ReturnType<typeof startApp>>;
+before(async () => {
+  postgres = await startPostgres();
+  app = await startApp(postgres.url('api_test'));
+});
+after(async () => {
+  await app?.stop();
+  await postgres?.stop();
+});
+
+type Entry = { id: number; stype: string; description: string; timestamp: string; ip: string; user_agent: string; host: string; instance: number; request_id: string };
+
+async function post(body: unknown, headers: Record<string, string> = {}) {
+  const response = await fetch(`${app.base}/api/logs`, {
+    method: 'POST',
+    headers: authHeaders({ 'content-type': 'application/json', ...headers }),
+    body: JSON.stringify(body),
+  });
+  return { response, body: (await response.json()) as Entry & { error?: { code: string } } };
+}
+
+async function get<T>(path: string): Promise<{ status: number; body: T }> {
+  const response = await fetch(`${app.base}${path}`, { headers: authHeaders() });
+  return { status: response.status, body: (await response.json()) as T };
+}
+
+describe('health', () => {
+  test('when the process runs, then /healthz answers without the database', async () => {
+    const { status, body } = await get<{ status: string; instance: number; pid: number }>('/healthz');
+    assert.equal(status, 200);
+    assert.deepEqual(body, { status: 'ok', instance: 0, pid: process.pid });
+  });
+
+  test('when the database answers and migrations ran, then /readyz is 200', async () => {
+    const { status } = await get('/readyz');
+    assert.equal(status, 200);
+  });
+
+  test('when / is opened, then it names the instance, pid and host', async () => {
+    const html = await (await fetch(`${app.base}/`)).text();
+    assert.match(html, new RegExp(`instance <span id="instance">0</span>`));
+    assert.match(html, new RegExp(`pid <span id="pid">${process.pid}</span>`));
+    assert.match(html, /<span id="host">test-host<\/span>/);
+  });
+});
+
+describe('POST /api/logs', () => {
+  test('when an entry is posted, then it is stored with the caller, host and instance, and can be read back', async () => {
+    const { response, body } = await post({ stype: 'app', description: 'hello' }, { 'user-agent': 'sitelog-test/1' });
+    assert.equal(response.status, 201);
+    assert.equal(response.headers.get('location'), `/api/logs/${body.id}`);
+    assert.equal(body.stype, 'app');
+    assert.equal(body.description, 'hello');
+    assert.equal(body.ip, '127.0.0.1');
+    assert.equal(body.user_agent, 'sitelog-test/1');
+    assert.equal(body.host, 'test-host');
+    assert.equal(body.instance, 0);
+    assert.ok(!Number.isNaN(Date.parse(body.timestamp)));
+    const read = await get<Entry>(`/api/logs/${body.id}`);
+    assert.deepEqual(read.body, body);
+  });
+
+  test("when the seed's Chinese text is posted, then it reads back byte for byte", async () => {
+    const description = '服务器启动成功...';
+    const { body } = await post({ stype: 'system', description });
+    const read = await fetch(`${app.base}/api/logs/${body.id}`, { headers: authHeaders() });
+    const raw = Buffer.from(await read.arrayBuffer());
+    assert.ok(raw.includes(Buffer.from(description, 'utf8')));
+    const [row] = await postgres.query<{ description: string }>('api_test', 'SELECT description FROM system_logs WHERE id = $1', [body.id]);
+    assert.equal(Buffer.compare(Buffer.from(row!.description, 'utf8'), Buffer.from(description, 'utf8')), 0);
+  });
+
+  test('when SQL-looking text is posted, then it is stored verbatim and nothing else changes', async () => {
+    const description = `'); DROP TABLE system_logs; --`;
+    const { response, body } = await post({ stype: 'security', description });
+    assert.equal(response.status, 201);
+    assert.equal(body.description, description);
+    const [count] = await postgres.query<{ n: string }>('api_test', 'SELECT count(*) AS n FROM system_logs');
+    assert.ok(Number(count!.n) > 0);
+  });
+
+  test('when the same Idempotency-Key is sent twice, then the same entry comes back and one row exists', async () => {
+    const key = `key-${Date.now()}`;
+    const first = await post({ stype: 'app', description: 'once' }, { 'idempotency-key': key });
+    const second = await post({ stype: 'app', description: 'once' }, { 'idempotency-key': key });
+    assert.equal(first.response.status, 201);
+    assert.equal(second.response.status, 201);
+    assert.equal(second.response.headers.get('idempotent-replayed'), 'true');
+    assert.deepEqual(second.body, first.body);
+    const rows = await postgres.query('api_test', 'SELECT id FROM system_logs WHERE request_id = $1', [key]);
+    assert.equal(rows.length, 1);
+  });
+
+  test('when an Idempotency-Key is reused for a different entry, then 422 and nothing is stored', async () => {
+    const key = `key-reuse-${Date.now()}`;
+    await post({ stype: 'app', description: 'first' }, { 'idempotency-key': key });
+    const reused = await post({ stype: 'app', description: 'second' }, { 'idempotency-key': key });
+    assert.equal(reused.response.status, 422);
+    assert.equal(reused.body.error?.code, 'SITELOG_IDEMPOTENCY_KEY_REUSED');
+    const rows = await postgres.query('api_test', `SELECT 1 FROM system_logs WHERE description = 'second'`);
+    assert.equal(rows.length, 0);
+  });
+
+  test('when one request id arrives from nginx twice (its retry), then one row', async () => {
+    const requestId = 'a1b2c3d4e5f60718293a4b5c6d7e8f90';
+    const first = await post({ stype: 'app', description: 'retried by nginx' }, { 'x-request-id': requestId });
+    const second = await post({ stype: 'app', description: 'retried by nginx' }, { 'x-request-id': requestId });
+    assert.equal(second.body.id, first.body.id);
+    assert.equal(first.body.request_id, requestId);
+  });
+});
+
+describe('bad input', () => {
+  for (const input of BAD_INPUTS) {
+    test(`when ${input.name}, then ${input.status} with a JSON error and nothing stored`, async () => {
+      const [before] = await postgres.query<{ n: string }>('api_test', 'SELECT count(*) AS n FROM system_logs');
+      const response = await send(app.base, input);
+      assert.equal(response.status, input.status);
+      const body = (await response.json()) as { error: { code: string; message: string } };
+      assert.equal(typeof body.error.message, 'string');
+      assert.doesNotMatch(body.error.message, /\n\s+at /, 'no stack trace');
+      if (input.code) assert.equal(body.error.code, input.code);
+      const [afterCount] = await postgres.query<{ n: string }>('api_test', 'SELECT count(*) AS n FROM system_logs');
+      assert.equal(afterCount!.n, before!.n);
+    });
+  }
+});
+
+describe('GET /api/logs', () => {
+  before(async () => {
+    // 45 entries a millisecond apart at most, so paging crosses equal timestamps too
+    await postgres.query(
+      'api_test',
+      `INSERT INTO system_logs (stype, description, host, "timestamp")
+       SELECT (ARRAY['app','error','security'])[1 + g % 3], 'paged entry ' || g, 'test-host',
+              timestamp '2030-01-01 00:00:00+00' + (g / 2) * interval '1 millisecond'
+       FROM generate_series(1, 45) g`,
+    );
+  });
+
+  test('when paged with limit and the opaque cursor, then every entry comes once, newest first', async () => {
+    const seen: Entry[] = [];
+    let next: string | null = null;
+    let pages = 0;
+    do {
+      const query: string = `/api/logs?q=paged%20entry&limit=10${next ? `&before=${next}` : ''}`;
+      const { status, body } = await get<{ items: Entry[]; next: string | null }>(query);
+      assert.equal(status, 200);
+      seen.push(...body.items);
+      next = body.next;
+      pages += 1;
+    } while (next && pages < 10);
+    assert.equal(seen.length, 45);
+    assert.equal(new Set(seen.map((e) => e.id)).size, 45);
+    for (let i = 1; i < seen.length; i += 1) {
+      const [a, b] = [seen[i - 1]!, seen[i]!];
+      assert.ok(a.timestamp > b.timestamp || (a.timestamp === b.timestamp && a.id > b.id), 'newest first');
+    }
+  });
+
+  test('when filtered by stype, text and time range, then only matching entries come back', async () => {
+    const { body } = await get<{ items: Entry[] }>(
+      '/api/logs?stype=error&q=PAGED&since=2030-01-01T00:00:00.005Z&until=2030-01-01T00:00:00.010Z&limit=200',
+    );
+    assert.ok(body.items.length > 0);
+    for (const item of body.items) {
+      assert.equal(item.stype, 'error');
+      assert.match(item.description, /paged entry/);
+      assert.ok(item.timestamp >= '2030-01-01T00:00:00.005Z' && item.timestamp < '2030-01-01T00:00:00.010Z');
+    }
+  });
+
+  test('when the text filter holds LIKE wildcards, then they match literally', async () => {
+    const { body } = await get<{ items: Entry[] }>('/api/logs?q=%25_%25');
+    assert.deepEqual(body.items, []);
+  });
+});
+
+describe('instances and starts', () => {
+  test('when one process runs, then /api/instances lists it live and /api/starts has its start', async () => {
+    const instances = await get<{ items: Array<{ host: string; instance: number; pid: number; rss: number; restarts: number }> }>('/api/instances');
+    assert.equal(instances.status, 200);
+    const mine = instances.body.items.filter((i) => i.host === 'test-host');
+    assert.deepEqual(mine.map((i) => [i.instance, i.pid, i.restarts]), [[0, process.pid, 0]]);
+    assert.ok(mine[0]!.rss > 0);
+    const starts = await get<{ items: Array<{ host: string; entries: Array<{ instance: number; pid: number; event: string }> }> }>('/api/starts');
+    assert.equal(starts.body.items[0]!.host, 'test-host');
+    assert.deepEqual(starts.body.items[0]!.entries.map((e) => [e.instance, e.pid, e.event]), [[0, process.pid, 'started']]);
+  });
+});

@@ -1,0 +1,65 @@
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { startPostgres, type TestPostgres } from './support/postgres.js';
+import { Stack } from './support/stack.js';
+import { waitFor } from './support/wait.js';
+
+// The seed's second failure: "database does not exist" on the first start.
+
+let postgres: TestPostgres;
+before(async () => {
+  postgres = await startPostgres();
+});
+after(async () => {
+  await postgres?.stop();
+});
+
+describe('first start', { timeout: 120_000 }, () => {
+  test('when 4 instances start at once and the database does not exist, then it is created, migrated once, and nothing is logged as an error', async () => {
+    const migrations = fs.readdirSync(path.join(__dirname, '..', 'src', 'db', 'migrations')).length;
+    const stack = await Stack.create({ instances: 4, databaseUrl: postgres.url('fresh_site') });
+    try {
+      assert.equal((await postgres.query('postgres', `SELECT 1 FROM pg_database WHERE datname = 'fresh_site'`)).length, 0);
+      await stack.start();
+
+      const applied = await postgres.query<{ name: string }>('fresh_site', 'SELECT name FROM sitelog_migrations');
+      assert.equal(applied.length, migrations);
+
+      const lines = stack.webLogLines();
+      const migrationLines = lines.filter((l) => l['msg'] === 'migration applied');
+      assert.equal(migrationLines.length, migrations, 'each migration applied by exactly one instance');
+      assert.equal(lines.filter((l) => l['msg'] === 'database created').length, 1);
+      const errors = lines.filter((l) => Number(l['level']) >= 50);
+      assert.deepEqual(errors, []);
+      const stderr = fs
+        .readdirSync(stack.logDir)
+        .filter((f) => f.startsWith('web-error'))
+        .map((f) => fs.readFileSync(path.join(stack.logDir, f), 'utf8'))
+        .join('');
+      assert.equal(stderr, '');
+      const starts = await postgres.query('fresh_site', `SELECT 1 FROM system_logs WHERE description = 'server started'`);
+      assert.equal(starts.length, 1);
+    } finally {
+      await stack.stop();
+    }
+  });
+
+  test('when the pool budget exceeds max_connections, then web stops with one clear line naming the numbers and PM2 does not restart it', async () => {
+    const stack = await Stack.create({ instances: 1, databaseUrl: postgres.url('sitelog'), env: { DB_POOL_MAX: '500' } });
+    try {
+      await stack.pm2('start', 'ecosystem.config.js');
+      const proc = await waitFor('web to stop', async () => {
+        const [p] = await stack.processes('web');
+        return p && p.pm2_env.status === 'stopped' ? p : undefined;
+      });
+      assert.equal(proc.pm2_env.exit_code, 78);
+      assert.equal(proc.pm2_env.restart_time, 0);
+      const fatal = stack.webLogLines().find((l) => Number(l['level']) === 60);
+      assert.match(String(fatal?.['msg']), /pool budget exceeded: WEB_INSTANCES 1 × \(DB_POOL_MAX 500 \+ 1\) \+ reserve 5 = 506 connections, but the server allows 97/);
+    } finally {
+      await stack.stop();
+    }
+  });
+});

@@ -1,0 +1,24 @@
+import type { AddressInfo } from 'node:net';
+import { loadConfig } from '../../src/config.js';
+import { createLogger } from '../../src/logger.js';
+import { Shutdown } from '../../src/shutdown.js';
+import { start } from '../../src/startup.js';
+import { ADMIN_PASSWORD, API_TOKEN } from './stack.js';
+
+/** One web process in this test process: the same startup path PM2 runs, without PM2. */
+export async function startApp(databaseUrl: string, env: Record<string, string> = {}) {
+  const config = loadConfig({
+    PORT: '1',
+    DATABASE_URL: databaseUrl,
+    API_TOKEN,
+    ADMIN_PASSWORD,
+    SITELOG_HOST: 'test-host',
+    LOG_LEVEL: 'silent',
+    ...env,
+  });
+  const logger = createLogger({ host: config.SITELOG_HOST, instance: config.INSTANCE, level: config.LOG_LEVEL });
+  const shutdown = new Shutdown(logger, 5_000, () => undefined);
+  const server = await start({ ...config, PORT: 0 }, logger, shutdown);
+  const { port } = server.address() as AddressInfo;
+  return { base: `http://127.0.0.1:${port}`, config, stop: () => shutdown.run('test done') };
+}
