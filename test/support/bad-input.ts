@@ -5,7 +5,7 @@ export type BadInput = {
   method: 'GET' | 'POST';
   path: string;
   headers?: Record<string, string>;
-  body?: string | Buffer;
+  body?: string | Uint8Array;
   status: number;
   code?: string;
 };
@@ -22,7 +22,7 @@ export const BAD_INPUTS: BadInput[] = [
   { name: 'empty description', method: 'POST', path: '/api/logs', headers: json, body: '{"stype":"app","description":"  "}', status: 400 },
   { name: 'description over 10,000 characters', method: 'POST', path: '/api/logs', headers: json, body: JSON.stringify({ stype: 'app', description: 'x'.repeat(10_001) }), status: 400 },
   { name: 'NUL character', method: 'POST', path: '/api/logs', headers: json, body: '{"stype":"app","description":"a\\u0000b"}', status: 400 },
-  { name: 'non-UTF-8 bytes', method: 'POST', path: '/api/logs', headers: json, body: Buffer.concat([Buffer.from('{"stype":"app","description":"'), Buffer.from([0xff, 0xfe, 0xc3]), Buffer.from('"}')]), status: 400, code: 'SITELOG_BAD_ENCODING' },
+  { name: 'non-UTF-8 bytes', method: 'POST', path: '/api/logs', headers: json, body: new Uint8Array(Buffer.concat([Buffer.from('{"stype":"app","description":"'), Buffer.from([0xff, 0xfe, 0xc3]), Buffer.from('"}')])), status: 400, code: 'SITELOG_BAD_ENCODING' },
   { name: 'oversized body', method: 'POST', path: '/api/logs', headers: json, body: JSON.stringify({ stype: 'app', description: 'x'.repeat(300_000) }), status: 413, code: 'SITELOG_TOO_LARGE' },
   { name: 'not JSON at all', method: 'POST', path: '/api/logs', headers: { ...json, 'content-type': 'text/plain' }, body: 'hello', status: 415 },
   { name: 'missing token', method: 'POST', path: '/api/logs', headers: { 'content-type': 'application/json' }, body: '{"stype":"app","description":"x"}', status: 401, code: 'SITELOG_UNAUTHORIZED' },
@@ -48,6 +48,6 @@ export async function send(base: string, input: BadInput): Promise<Response> {
   return fetch(`${base}${input.path}`, {
     method: input.method,
     headers: input.headers ?? {},
-    ...(input.body !== undefined ? { body: input.body } : {}),
+    ...(input.body !== undefined ? { body: input.body as BodyInit } : {}),
   });
 }
