@@ -66,9 +66,10 @@ export function createApp(ctx: AppContext): express.Express {
   );
   app.use(healthRouter(ctx));
   app.use(homeRouter(ctx));
+  app.use('/api', ctx.gate.guard);
   app.use('/api/logs', logsRouter(ctx));
   app.use('/api', instancesRouter(ctx));
   app.use((req, _res, next) => next(notFound(`no route for ${req.method} ${req.path.slice(0, 100)}`)));
-  app.use(errorHandler(ctx.logger));
+  app.use(errorHandler(ctx.logger, (reason) => ctx.gate.close(reason)));
   return app;
 }

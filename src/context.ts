@@ -1,6 +1,7 @@
 import type { Sequelize } from 'sequelize';
 import type { Auth } from './auth.js';
 import type { Config } from './config.js';
+import type { DatabaseGate } from './db/gate.js';
 import type { Logger } from './logger.js';
 import type { AddSystemLog } from './logs/system-log.js';
 
@@ -11,6 +12,8 @@ export type AppContext = {
   logger: Logger;
   auth: Auth;
   addSystemLog: AddSystemLog;
+  /** Open while the database answers; closed, requests get 503 without touching it. */
+  gate: DatabaseGate;
   /** True once the database answered and the migrations ran. */
   readiness: { migrated: boolean };
 };

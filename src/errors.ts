@@ -23,7 +23,7 @@ export const databaseUnavailable = () =>
   new HttpError(503, 'SITELOG_DB_UNAVAILABLE', 'database unavailable, retry shortly', { 'Retry-After': '1' });
 
 import type { ErrorRequestHandler } from 'express';
-import { BaseError, ConnectionError, DatabaseError, TimeoutError } from 'sequelize';
+import { BaseError, ConnectionError, TimeoutError } from 'sequelize';
 import { ZodError } from 'zod';
 import type { Logger } from './logger.js';
 
@@ -39,16 +39,20 @@ const BODY_PARSER_ERRORS: Record<string, [number, string, string]> = {
   'request.aborted': [400, 'SITELOG_ABORTED', 'request aborted'],
 };
 
+const UNAVAILABLE_SOCKET_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT']);
+
+/** Whether an error means "the database is not there right now" rather than "your request is wrong". */
 function isDatabaseUnavailable(err: unknown): boolean {
   if (err instanceof ConnectionError || err instanceof TimeoutError) return true;
-  if (err instanceof DatabaseError) {
-    const code = (err.parent as { code?: string }).code;
-    return code !== undefined && UNAVAILABLE_SQLSTATES.has(code);
-  }
-  const message = (err as Error)?.message ?? '';
-  return err instanceof BaseError
-    ? /connection|terminat/i.test(message)
-    : /^Connection terminated|Client has encountered a connection error/.test(message);
+  const e = err as { code?: string; message?: string; parent?: { code?: string; message?: string } };
+  const code = e.parent?.code ?? e.code;
+  if (code !== undefined && (UNAVAILABLE_SQLSTATES.has(code) || UNAVAILABLE_SOCKET_CODES.has(code))) return true;
+  // pg reports a dropped connection without a code; Sequelize may wrap it (e.g. a failed ROLLBACK)
+  const message = `${e.message ?? ''} ${e.parent?.message ?? ''}`;
+  return (
+    (err instanceof BaseError || err instanceof Error) &&
+    /Connection terminated|not queryable|connection error|terminating connection|ECONNREFUSED/i.test(message)
+  );
 }
 
 export function toHttpError(err: unknown): HttpError {
@@ -68,11 +72,13 @@ export function toHttpError(err: unknown): HttpError {
 }
 
 /** The one error middleware: JSON for every failure, each logged once, no stack to the client. */
-export function errorHandler(logger: Logger): ErrorRequestHandler {
+export function errorHandler(logger: Logger, onUnavailable: (reason: string) => void): ErrorRequestHandler {
   return (err, req, res, _next) => {
     const http = toHttpError(err);
+    if (http.code === 'SITELOG_DB_UNAVAILABLE') onUnavailable((err as Error).message);
     const log = req.log ?? logger;
-    if (http.status >= 500) log.error({ err, method: req.method, url: req.originalUrl }, http.message);
+    if (http.status === 503) log.debug({ code: http.code, err: (err as Error).message, url: req.originalUrl }, http.message);
+    else if (http.status >= 500) log.error({ err, method: req.method, url: req.originalUrl }, http.message);
     else log.debug({ code: http.code, method: req.method, url: req.originalUrl }, http.message);
     if (res.headersSent) {
       res.destroy();

@@ -8,7 +8,7 @@ export function healthRouter(ctx: AppContext): Router {
     res.json({ status: 'ok', instance: ctx.config.INSTANCE, pid: process.pid });
   });
   router.get('/readyz', async (_req, res) => {
-    const database = ctx.readiness.migrated
+    const database = ctx.readiness.migrated && ctx.gate.open
       ? await ctx.sequelize.query('SELECT 1').then(
           () => true,
           () => false,

@@ -36,7 +36,10 @@ async function main(): Promise<void> {
     await shutdown.run('startup failed', fatal ? EXIT_CONFIG : 1);
     return;
   }
-  logger.info({ url: `http://127.0.0.1:${config.PORT}/` }, `instance ${config.INSTANCE} ready`);
+  logger.info(
+    { url: `http://127.0.0.1:${config.PORT}/`, startupMs: Math.round(performance.now()) },
+    `instance ${config.INSTANCE} ready`,
+  );
   process.send?.('ready');
 }
 

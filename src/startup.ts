@@ -1,27 +1,39 @@
 import http from 'node:http';
 import { once } from 'node:events';
+import net from 'node:net';
 import { createApp } from './app.js';
 import { authenticate } from './auth.js';
 import type { Config } from './config.js';
 import type { AppContext } from './context.js';
 import { checkPoolBudget, connectWithRetry } from './db/database.js';
+import { DatabaseGate } from './db/gate.js';
 import { migrate } from './db/migrate.js';
 import { createSequelize } from './db/sequelize.js';
 import { Presence } from './instances/presence.js';
 import type { Logger } from './logger.js';
 import { systemLogger } from './logs/system-log.js';
 import type { Shutdown } from './shutdown.js';
-import { DATABASE_WAIT_MS, KEEP_ALIVE_MS } from './timeouts.js';
+import { DATABASE_WAIT_MS, DRAIN_GRACE_MS, KEEP_ALIVE_MS } from './timeouts.js';
 
-/** Stops accepting, lets in-flight requests finish, and closes keep-alive sockets as they go idle. */
+/**
+ * Stops accepting new connections but keeps serving the kept-alive ones for a grace period, each
+ * response telling nginx to close its connection (see the 'request' hook below); only then closes
+ * what is still idle. Closing an idle connection at once would race nginx reusing it.
+ */
 async function drain(server: http.Server): Promise<void> {
-  const closed = once(server, 'close');
-  server.close();
-  server.closeIdleConnections();
-  const sweep = setInterval(() => server.closeIdleConnections(), 50);
+  const closed = new Promise<void>((resolve) => {
+    // net.Server#close, not http.Server#close: the latter also drops idle connections right away
+    net.Server.prototype.close.call(server, () => resolve());
+  });
+  let sweep: NodeJS.Timeout | undefined;
+  const grace = setTimeout(() => {
+    server.closeIdleConnections();
+    sweep = setInterval(() => server.closeIdleConnections(), 50);
+  }, DRAIN_GRACE_MS);
   try {
     await closed;
   } finally {
+    clearTimeout(grace);
     clearInterval(sweep);
   }
 }
@@ -54,7 +66,10 @@ export async function start(config: Config, logger: Logger, shutdown: Shutdown):
   await presence.announce(liveness);
   presence.startHeartbeat();
 
+  const gate = new DatabaseGate(config.DATABASE_URL, logger);
+  shutdown.add('database gate', async () => gate.stop());
   const ctx: AppContext = {
+    gate,
     config,
     sequelize,
     logger,
@@ -62,14 +77,15 @@ export async function start(config: Config, logger: Logger, shutdown: Shutdown):
     addSystemLog: systemLogger({ host: config.SITELOG_HOST, instance: config.INSTANCE }, logger),
     readiness,
   };
-  const server = http.createServer(createApp(ctx));
+  const app = createApp(ctx);
+  const server = http.createServer((req, res) => {
+    // During shutdown every response closes its connection, so nginx stops reusing it.
+    if (shutdown.inProgress) res.shouldKeepAlive = false;
+    app(req, res);
+  });
   server.keepAliveTimeout = KEEP_ALIVE_MS;
   server.headersTimeout = KEEP_ALIVE_MS + 1_000;
   server.requestTimeout = 30_000;
-  // A response finishing during shutdown tells nginx not to reuse its connection.
-  server.on('request', (_req, res: http.ServerResponse) => {
-    if (shutdown.inProgress) res.shouldKeepAlive = false;
-  });
   shutdown.add('http server', () => drain(server));
   server.listen(config.PORT, '127.0.0.1');
   await once(server, 'listening');

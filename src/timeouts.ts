@@ -7,3 +7,5 @@ export const DATABASE_WAIT_MS = 60_000;
 export const SHUTDOWN_MS = 8_000;
 /** Node keeps idle upstream connections longer than nginx does (keepalive_timeout 30s in nginx/), so nginx closes first. */
 export const KEEP_ALIVE_MS = 65_000;
+/** After a shutdown starts, kept-alive connections are served (each response closing its connection) this long before idle ones are closed. */
+export const DRAIN_GRACE_MS = 1_500;

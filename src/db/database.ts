@@ -72,7 +72,7 @@ async function ensureDatabase(url: string, logger: Logger): Promise<void> {
 
 /**
  * Connects a client of its own to the application database, waiting for the server with capped
- * exponential backoff (so a database that appears is used within a second) and creating the database
+ * exponential backoff and creating the database
  * on the first start.
  */
 export async function connectWithRetry(
@@ -102,11 +102,13 @@ export async function connectWithRetry(
         throw new FatalDatabaseError(`database refused our credentials (${code})`);
       }
       if (!isRetryable(err) || Date.now() + delay > deadline || opts.signal?.aborted) throw err;
-      if (attempt === 1 || attempt % 10 === 0) {
+      if (attempt === 1 || attempt % 40 === 0) {
         logger.warn({ attempt, code, retryInMs: delay }, 'waiting for the database');
       }
       await sleep(delay);
-      delay = Math.min(delay * 2, 1_000);
+      // capped low: one attempt per process every 250 ms costs the server nothing, and a database
+      // that appears is used at once
+      delay = Math.min(delay * 2, 250);
     }
   }
 }

@@ -23,7 +23,7 @@ export function createSequelize(config: Config): Sequelize {
     dialectOptions: {
       application_name: `sitelog-web-${config.INSTANCE}`,
       // A dead server must turn into a fast 503, not a hanging request.
-      connectionTimeoutMillis: 1_000,
+      connectionTimeoutMillis: 500,
       statement_timeout: 5_000,
       idle_in_transaction_session_timeout: 10_000,
       keepAlive: true,

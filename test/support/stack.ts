@@ -104,7 +104,8 @@ export class Stack {
 
   async stop(): Promise<void> {
     await this.pm2('kill').catch(() => undefined);
-    fs.rmSync(this.dir, { recursive: true, force: true });
+    // SITELOG_KEEP_STACKS=1 keeps PM2 logs and data for a post-mortem
+    if (!process.env['SITELOG_KEEP_STACKS']) fs.rmSync(this.dir, { recursive: true, force: true });
   }
 }
 

@@ -1,0 +1,62 @@
+import type { RequestHandler } from 'express';
+import pg from 'pg';
+import { databaseUnavailable } from '../errors.js';
+import type { Logger } from '../logger.js';
+
+/**
+ * Closes when the database has gone away, so requests answer 503 at once instead of each trying a
+ * connection of its own: hundreds of attempts a second would starve a restarting PostgreSQL of the
+ * CPU it needs to come back. One probe per process reopens it as soon as a query succeeds.
+ */
+export class DatabaseGate {
+  private closedSince: number | undefined;
+  private probing: NodeJS.Timeout | undefined;
+  private stopped = false;
+
+  constructor(
+    private readonly url: string,
+    private readonly logger: Logger,
+    private readonly probeEveryMs = 100,
+  ) {}
+
+  get open(): boolean {
+    return this.closedSince === undefined;
+  }
+
+  close(reason: string): void {
+    if (!this.open || this.stopped) return;
+    this.closedSince = Date.now();
+    this.logger.warn({ reason }, 'database unavailable; answering 503 until it is back');
+    this.schedule();
+  }
+
+  private schedule(): void {
+    this.probing = setTimeout(() => void this.probe(), this.probeEveryMs);
+    this.probing.unref();
+  }
+
+  private async probe(): Promise<void> {
+    const client = new pg.Client({ connectionString: this.url, connectionTimeoutMillis: 1_000 });
+    client.on('error', () => undefined);
+    try {
+      await client.connect();
+      await client.query('SELECT 1');
+      this.logger.info({ downMs: Date.now() - this.closedSince! }, 'database is back');
+      this.closedSince = undefined;
+    } catch {
+      if (!this.stopped) this.schedule();
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  }
+
+  /** Middleware for routes that need the database. */
+  readonly guard: RequestHandler = (_req, _res, next) => {
+    next(this.open ? undefined : databaseUnavailable());
+  };
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.probing);
+  }
+}
