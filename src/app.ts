@@ -8,6 +8,8 @@ import { homeRouter } from './home.js';
 import { instancesRouter } from './instances/routes.js';
 import type { Logger } from './logger.js';
 import { logsRouter } from './logs/routes.js';
+import { consoleRouter } from './console/routes.js';
+import { cookies, findSession, SESSION_COOKIE, type Session } from './console/session.js';
 
 declare global {
   // eslint-disable-next-line @typescript-eslint/no-namespace
@@ -15,8 +17,18 @@ declare global {
     interface Request {
       id: string;
       log: Logger;
+      /** The console session, when the request carries a valid session cookie. */
+      session?: Session;
     }
   }
+}
+
+/** Looks the session up only when the cookie is there: API calls with a bearer token cost nothing. */
+function loadSession(ctx: AppContext): RequestHandler {
+  return async (req, _res, next) => {
+    if (cookies(req)[SESSION_COOKIE]) req.session = await findSession(ctx.sequelize, req);
+    next();
+  };
 }
 
 /** nginx sends X-Request-Id: $request_id, the same across its retries of one request. */
@@ -36,7 +48,8 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 const jsonOnly: RequestHandler = (req, _res, next) => {
   const hasBody = req.method !== 'GET' && req.method !== 'HEAD' && req.get('content-length') !== '0';
-  if (hasBody && req.get('content-type') && !req.is('application/json')) {
+  const form = req.path.startsWith('/console/') && req.is('application/x-www-form-urlencoded');
+  if (hasBody && req.get('content-type') && !req.is('application/json') && !form) {
     next(new HttpError(415, 'SITELOG_UNSUPPORTED_MEDIA_TYPE', 'request body must be application/json'));
   } else next();
 };
@@ -51,7 +64,10 @@ export function createApp(ctx: AppContext): express.Express {
     helmet({
       // HSTS belongs to the TLS server block in nginx; on plain-HTTP local stacks it would break the site.
       strictTransportSecurity: false,
-      contentSecurityPolicy: { directives: { upgradeInsecureRequests: null } },
+      // everything the console needs is served from here: no inline script or style, no CDN
+      contentSecurityPolicy: {
+        directives: { upgradeInsecureRequests: null, styleSrc: ["'self'"], fontSrc: ["'self'"], formAction: ["'self'"] },
+      },
     }),
   );
   app.use(requestContext(ctx.logger));
@@ -66,7 +82,9 @@ export function createApp(ctx: AppContext): express.Express {
   );
   app.use(healthRouter(ctx));
   app.use(homeRouter(ctx));
-  app.use('/api', ctx.gate.guard);
+  app.use(['/api', '/console'], ctx.gate.guard);
+  app.use(['/api', '/console'], loadSession(ctx));
+  app.use(consoleRouter(ctx));
   app.use('/api/logs', logsRouter(ctx));
   app.use('/api', instancesRouter(ctx));
   app.use((req, _res, next) => next(notFound(`no route for ${req.method} ${req.path.slice(0, 100)}`)));

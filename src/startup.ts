@@ -73,7 +73,7 @@ export async function start(config: Config, logger: Logger, shutdown: Shutdown):
     config,
     sequelize,
     logger,
-    auth: authenticate(config.API_TOKEN),
+    auth: authenticate(config.API_TOKEN, (req) => req.session !== undefined),
     addSystemLog: systemLogger({ host: config.SITELOG_HOST, instance: config.INSTANCE }, logger),
     readiness,
   };

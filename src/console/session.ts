@@ -1,0 +1,61 @@
+import crypto from 'node:crypto';
+import type { Request, Response } from 'express';
+import { QueryTypes, type Sequelize } from 'sequelize';
+
+export const SESSION_COOKIE = 'sitelog_session';
+export const LOGIN_CSRF_COOKIE = 'sitelog_login_csrf';
+const SESSION_HOURS = 12;
+
+const sha256 = (s: string) => crypto.createHash('sha256').update(s).digest('hex');
+export const randomToken = () => crypto.randomBytes(32).toString('base64url');
+
+export function cookies(req: Request): Record<string, string> {
+  const header = req.get('cookie') ?? '';
+  return Object.fromEntries(
+    header
+      .split(';')
+      .map((part) => part.trim().split('='))
+      .filter((kv): kv is [string, string] => kv.length === 2 && kv[0] !== '' && kv[1] !== undefined)
+      .map(([k, v]) => [k, decodeURIComponent(v)]),
+  );
+}
+
+/** HttpOnly, SameSite=Strict, and Secure when the browser reached nginx over HTTPS. */
+export function setCookie(req: Request, res: Response, name: string, value: string, maxAgeSeconds: number): void {
+  res.append(
+    'Set-Cookie',
+    `${name}=${encodeURIComponent(value)}; Path=/; HttpOnly; SameSite=Strict; Max-Age=${maxAgeSeconds}${req.secure ? '; Secure' : ''}`,
+  );
+}
+
+export type Session = { csrf: string };
+
+export async function createSession(sequelize: Sequelize): Promise<{ token: string; maxAge: number }> {
+  const token = randomToken();
+  await sequelize.query('DELETE FROM console_sessions WHERE expires_at < now()');
+  await sequelize.query(
+    'INSERT INTO console_sessions (id_hash, csrf, expires_at) VALUES ($1, $2, now() + make_interval(hours => $3))',
+    { bind: [sha256(token), randomToken(), SESSION_HOURS] },
+  );
+  return { token, maxAge: SESSION_HOURS * 3600 };
+}
+
+export async function findSession(sequelize: Sequelize, req: Request): Promise<Session | undefined> {
+  const token = cookies(req)[SESSION_COOKIE];
+  if (!token || token.length > 100) return undefined;
+  const rows = await sequelize.query<Session>(
+    'SELECT csrf FROM console_sessions WHERE id_hash = $1 AND expires_at > now()',
+    { bind: [sha256(token)], type: QueryTypes.SELECT },
+  );
+  return rows[0];
+}
+
+export async function endSession(sequelize: Sequelize, req: Request): Promise<void> {
+  const token = cookies(req)[SESSION_COOKIE];
+  if (token) await sequelize.query('DELETE FROM console_sessions WHERE id_hash = $1', { bind: [sha256(token)] });
+}
+
+export function tokensEqual(a: string | undefined, b: string | undefined): boolean {
+  if (!a || !b) return false;
+  return crypto.timingSafeEqual(crypto.createHash('sha256').update(a).digest(), crypto.createHash('sha256').update(b).digest());
+}

@@ -1,0 +1,47 @@
+// Server-rendered HTML of the console: no framework, no CDN, every value escaped.
+
+export const escapeHtml = (value: unknown): string =>
+  String(value ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
+
+export type Nav = 'instances' | 'starts' | 'logs' | 'login';
+
+export function layout(opts: { title: string; nav: Nav; csrf?: string; body: string; script?: boolean }): string {
+  const link = (href: string, label: string, key: Nav) =>
+    `<a href="${href}"${opts.nav === key ? ' aria-current="page"' : ''}>${label}</a>`;
+  const menu =
+    opts.csrf === undefined
+      ? ''
+      : `<nav aria-label="Console">${link('/console', 'Instances', 'instances')}${link('/console/starts', 'Starts', 'starts')}${link('/console/logs', 'Logs', 'logs')}
+<form method="post" action="/console/logout" class="logout"><input type="hidden" name="_csrf" value="${escapeHtml(opts.csrf)}"><button type="submit">Log out</button></form></nav>`;
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${escapeHtml(opts.title)} · sitelog</title><link rel="stylesheet" href="/console/assets/console.css">
+${opts.script ? '<script src="/console/assets/console.js" defer></script>' : ''}</head>
+<body><header><a class="brand" href="/console">sitelog</a>${menu}</header>
+<main id="main">${opts.body}</main></body></html>`;
+}
+
+export const formatBytes = (n: number) => `${(n / 1024 / 1024).toFixed(1)} MB`;
+export const formatTime = (iso: string) => iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z');
+
+export type InstanceRow = {
+  host: string;
+  instance: number;
+  pid: number;
+  started_at: string;
+  last_seen: string;
+  restarts: number;
+  rss: number;
+};
+
+export function instancesTable(rows: InstanceRow[]): string {
+  const body = rows
+    .map(
+      (r) => `<tr><td>${escapeHtml(r.host)}</td><td>${r.instance}</td><td>${r.pid}</td><td><time>${formatTime(r.started_at)}</time></td>
+<td><time>${formatTime(r.last_seen)}</time></td><td>${r.restarts}</td><td>${formatBytes(r.rss)}</td></tr>`,
+    )
+    .join('\n');
+  return `<table id="instances"><caption>Live instances (refreshes every 2 s)</caption>
+<thead><tr><th scope="col">Host</th><th scope="col">Instance</th><th scope="col">PID</th><th scope="col">Started</th><th scope="col">Last seen</th><th scope="col">Restarts</th><th scope="col">Memory</th></tr></thead>
+<tbody>${body || '<tr><td colspan="7">No instance is alive.</td></tr>'}</tbody></table>`;
+}
