@@ -1,8 +1,6 @@
 import { Router } from 'express';
+import { escapeHtml } from './console/views.js';
 import type { AppContext } from './context.js';
-
-const escapeHtml = (s: string) =>
-  s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 
 export function homeRouter(ctx: AppContext): Router {
   const router = Router();

@@ -1,6 +1,7 @@
 import crypto from 'node:crypto';
 import type { Request, Response } from 'express';
 import { QueryTypes, type Sequelize } from 'sequelize';
+import { secretEquals } from '../auth.js';
 
 export const SESSION_COOKIE = 'sitelog_session';
 export const LOGIN_CSRF_COOKIE = 'sitelog_login_csrf';
@@ -55,7 +56,6 @@ export async function endSession(sequelize: Sequelize, req: Request): Promise<vo
   if (token) await sequelize.query('DELETE FROM console_sessions WHERE id_hash = $1', { bind: [sha256(token)] });
 }
 
-export function tokensEqual(a: string | undefined, b: string | undefined): boolean {
-  if (!a || !b) return false;
-  return crypto.timingSafeEqual(crypto.createHash('sha256').update(a).digest(), crypto.createHash('sha256').update(b).digest());
+export function tokensEqual(expected: string | undefined, given: string | undefined): boolean {
+  return !!expected && !!given && secretEquals(expected, given);
 }

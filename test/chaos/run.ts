@@ -7,6 +7,7 @@ async function main(): Promise<void> {
   process.stdout.write(`\n${table(results)}\n\n`);
   const missed = missedTargets(results);
   for (const line of missed) process.stdout.write(`MISSED ${line}\n`);
+  for (const r of results) for (const note of r.notes) process.stdout.write(`note ${r.scenario}: ${note}\n`);
   process.stdout.write(missed.length === 0 ? 'all targets met\n' : '');
   process.exitCode = missed.length === 0 ? 0 : 1;
 }

@@ -63,7 +63,12 @@ export function startTraffic(base: string, opts: { connections: number; maxMs?: 
           mismatches.push(`read ${own.id}: ${body.slice(0, 100)}`);
         }
       } else {
-        await request('list', `${base}/api/logs?limit=20`, { headers: authHeaders() });
+        const { status, body } = await request('list', `${base}/api/logs?limit=20`, { headers: authHeaders() });
+        if (status === 200) {
+          const { items } = JSON.parse(body) as { items: Array<{ timestamp: string }> };
+          const ordered = items.every((e, k) => k === 0 || items[k - 1]!.timestamp >= e.timestamp);
+          if (!ordered || items.length > 20) mismatches.push(`list out of order: ${body.slice(0, 100)}`);
+        }
       }
     }
   }
@@ -73,6 +78,8 @@ export function startTraffic(base: string, opts: { connections: number; maxMs?: 
     samples,
     acks,
     mismatches,
+    /** Resolves when the traffic ends by itself, after `maxMs`. */
+    done: clients.then(() => ({ samples, acks, mismatches })),
     async stop() {
       stopped = true;
       clearTimeout(hardStop);
@@ -80,4 +87,10 @@ export function startTraffic(base: string, opts: { connections: number; maxMs?: 
       return { samples, acks, mismatches };
     },
   };
+}
+
+export function percentile(values: number[], p: number): number {
+  if (values.length === 0) return 0;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 }
