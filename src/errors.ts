@@ -81,7 +81,8 @@ export function errorHandler(logger: Logger, onUnavailable: (reason: string) => 
     else if (http.status >= 500) log.error({ err, method: req.method, url: req.originalUrl }, http.message);
     else log.debug({ code: http.code, method: req.method, url: req.originalUrl }, http.message);
     if (res.headersSent) {
-      res.destroy();
+      // answered already (the database gate's deadline), or cut mid-body: then the client must know
+      if (!res.writableEnded) res.destroy();
       return;
     }
     res.status(http.status).set(http.headers).json({ error: { code: http.code, message: http.message } });

@@ -8,6 +8,9 @@ import type { Logger } from '../logger.js';
  * connection of its own: hundreds of attempts a second would starve a restarting PostgreSQL of the
  * CPU it needs to come back. One probe per process reopens it as soon as a query succeeds.
  */
+/** During an outage every request gets its answer within this. */
+const OUTAGE_ANSWER_MS = 700;
+
 export class DatabaseGate {
   private closedSince: number | undefined;
   private probing: NodeJS.Timeout | undefined;
@@ -50,9 +53,20 @@ export class DatabaseGate {
     }
   }
 
-  /** Middleware for routes that need the database. */
-  readonly guard: RequestHandler = (_req, _res, next) => {
-    next(this.open ? undefined : databaseUnavailable());
+  /**
+   * Middleware for routes that need the database. A request already past it when the gate closes
+   * (waiting on a connection that will not come) is answered 503 too, within a second of its start;
+   * writes are idempotent by key, so a client's retry never doubles one that did commit.
+   */
+  readonly guard: RequestHandler = (_req, res, next) => {
+    if (!this.open) return next(databaseUnavailable());
+    const deadline = setTimeout(() => {
+      if (this.open || res.headersSent) return;
+      const err = databaseUnavailable();
+      res.status(err.status).set(err.headers).json({ error: { code: err.code, message: err.message } });
+    }, OUTAGE_ANSWER_MS);
+    res.once('close', () => clearTimeout(deadline));
+    next();
   };
 
   stop(): void {
