@@ -1,3 +1,8 @@
+import type { ErrorRequestHandler } from 'express';
+import { BaseError, ConnectionError, TimeoutError } from 'sequelize';
+import { ZodError } from 'zod';
+import type { Logger } from './logger.js';
+
 /** The error vocabulary of the HTTP API: every failure a client sees is one of these. */
 export class HttpError extends Error {
   constructor(
@@ -22,10 +27,6 @@ export const tooManyRequests = (message: string, retryAfterSeconds: number) =>
 export const databaseUnavailable = () =>
   new HttpError(503, 'SITELOG_DB_UNAVAILABLE', 'database unavailable, retry shortly', { 'Retry-After': '1' });
 
-import type { ErrorRequestHandler } from 'express';
-import { BaseError, ConnectionError, TimeoutError } from 'sequelize';
-import { ZodError } from 'zod';
-import type { Logger } from './logger.js';
 
 // SQLSTATEs that mean "the database is not there right now", not "your request is wrong".
 const UNAVAILABLE_SQLSTATES = new Set(['57P01', '57P02', '57P03', '08000', '08003', '08006', '53300', '57014']);
