@@ -21,7 +21,6 @@ export const unauthorized = (message = 'missing or wrong credentials') =>
 export const forbidden = (message: string) => new HttpError(403, 'SITELOG_FORBIDDEN', message);
 export const notFound = (message = 'not found') => new HttpError(404, 'SITELOG_NOT_FOUND', message);
 export const conflict = (message: string, code: string) => new HttpError(422, code, message);
-export const tooLarge = (message = 'request body too large') => new HttpError(413, 'SITELOG_TOO_LARGE', message);
 export const tooManyRequests = (message: string, retryAfterSeconds: number) =>
   new HttpError(429, 'SITELOG_TOO_MANY_REQUESTS', message, { 'Retry-After': String(retryAfterSeconds) });
 export const databaseUnavailable = () =>

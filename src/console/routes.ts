@@ -23,7 +23,7 @@ import { escapeHtml, formatTime, instancesTable, layout } from './views.js';
 // Same folder in src/ (tests) and for dist/ (PM2): assets are read from the sources.
 const ASSETS = path.resolve(__dirname, '..', '..', 'src', 'console', 'assets');
 const FAILED_LOGIN = 'failed console login';
-export const LOGIN_FAILURES_ALLOWED = 5;
+const LOGIN_FAILURES_ALLOWED = 5;
 const LOGIN_WINDOW_MINUTES = 15;
 
 /** A datetime-local value ("2026-11-24T03:30") is taken as UTC; an ISO value passes as is. */

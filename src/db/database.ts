@@ -28,14 +28,20 @@ export function databaseName(url: string): string {
   return decodeURIComponent(new URL(url).pathname.slice(1));
 }
 
-function clientFor(url: string, database: string | undefined, applicationName: string): pg.Client {
+/** A client of its own (never from a pool), optionally to another database of the same server. */
+export function clientFor(
+  url: string,
+  database: string | undefined,
+  applicationName: string,
+  connectionTimeoutMillis = 2_000,
+): pg.Client {
   const target = new URL(url);
   // pg lets the connection string win over a `database` option, so the name goes into the URL
   if (database) target.pathname = `/${encodeURIComponent(database)}`;
   const client = new pg.Client({
     connectionString: target.toString(),
     application_name: applicationName,
-    connectionTimeoutMillis: 2_000,
+    connectionTimeoutMillis,
     keepAlive: true,
   });
   // Without a listener a dropped connection is an uncaught 'error' that kills the process.

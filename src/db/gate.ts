@@ -1,7 +1,7 @@
 import type { RequestHandler } from 'express';
-import pg from 'pg';
 import { databaseUnavailable } from '../errors.js';
 import type { Logger } from '../logger.js';
+import { clientFor } from './database.js';
 
 /**
  * Closes when the database has gone away, so requests answer 503 at once instead of each trying a
@@ -39,8 +39,7 @@ export class DatabaseGate {
   }
 
   private async probe(): Promise<void> {
-    const client = new pg.Client({ connectionString: this.url, connectionTimeoutMillis: 1_000 });
-    client.on('error', () => undefined);
+    const client = clientFor(this.url, undefined, 'sitelog-gate-probe', 1_000);
     try {
       await client.connect();
       await client.query('SELECT 1');
