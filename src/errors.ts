@@ -81,7 +81,7 @@ export function errorHandler(logger: Logger, onUnavailable: (reason: string) => 
     else if (http.status >= 500) log.error({ err, method: req.method, url: req.originalUrl }, http.message);
     else log.debug({ code: http.code, method: req.method, url: req.originalUrl }, http.message);
     if (res.headersSent) {
-      // answered already (the database gate's deadline), or cut mid-body: then the client must know
+      // answered already (the database gate closed while it waited), or cut mid-body: then the client must know
       if (!res.writableEnded) res.destroy();
       return;
     }

@@ -27,7 +27,11 @@ describe('first start', { timeout: 120_000 }, () => {
       const applied = await postgres.query<{ name: string }>('fresh_site', 'SELECT name FROM sitelog_migrations');
       assert.equal(applied.length, migrations);
 
-      const lines = stack.webLogLines();
+      // every instance's log is complete once its last startup line reached PM2's file
+      const lines = await waitFor('4 "ready" lines in the log', () => {
+        const all = stack.webLogLines();
+        return all.filter((l) => /^instance \d+ ready$/.test(String(l['msg']))).length === 4 && all;
+      });
       const migrationLines = lines.filter((l) => l['msg'] === 'migration applied');
       assert.equal(migrationLines.length, migrations, 'each migration applied by exactly one instance');
       assert.equal(lines.filter((l) => l['msg'] === 'database created').length, 1);
@@ -56,7 +60,8 @@ describe('first start', { timeout: 120_000 }, () => {
       });
       assert.equal(proc.pm2_env.exit_code, 78);
       assert.equal(proc.pm2_env.restart_time, 0);
-      const fatal = stack.webLogLines().find((l) => Number(l['level']) === 60);
+      // PM2's daemon writes the pipe to its log file on its own time: the exit can be seen first.
+      const fatal = await waitFor('the fatal line in the log', () => stack.webLogLines().find((l) => Number(l['level']) === 60));
       assert.match(String(fatal?.['msg']), /pool budget exceeded: WEB_INSTANCES 1 × \(DB_POOL_MAX 500 \+ 1\) \+ reserve 5 = 506 connections, but the server allows 97/);
     } finally {
       await stack.stop();

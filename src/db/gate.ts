@@ -1,4 +1,4 @@
-import type { RequestHandler } from 'express';
+import type { RequestHandler, Response } from 'express';
 import { databaseUnavailable } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { clientFor } from './database.js';
@@ -8,13 +8,12 @@ import { clientFor } from './database.js';
  * connection of its own: hundreds of attempts a second would starve a restarting PostgreSQL of the
  * CPU it needs to come back. One probe per process reopens it as soon as a query succeeds.
  */
-/** During an outage every request gets its answer within this. */
-const OUTAGE_ANSWER_MS = 700;
-
 export class DatabaseGate {
   private closedSince: number | undefined;
   private probing: NodeJS.Timeout | undefined;
   private stopped = false;
+  /** Responses of requests past the guard and not answered yet. */
+  private readonly pending = new Set<Response>();
 
   constructor(
     private readonly url: string,
@@ -29,8 +28,18 @@ export class DatabaseGate {
   close(reason: string): void {
     if (!this.open || this.stopped) return;
     this.closedSince = Date.now();
-    this.logger.warn({ reason }, 'database unavailable; answering 503 until it is back');
+    this.logger.warn({ reason, inFlight: this.pending.size }, 'database unavailable; answering 503 until it is back');
+    this.answerPending();
     this.schedule();
+  }
+
+  /** Requests waiting on a connection that will not come are answered now, not when their pool times out. */
+  private answerPending(): void {
+    const err = databaseUnavailable();
+    for (const res of this.pending) {
+      if (!res.headersSent) res.status(err.status).set(err.headers).json({ error: { code: err.code, message: err.message } });
+    }
+    this.pending.clear();
   }
 
   private schedule(): void {
@@ -54,17 +63,13 @@ export class DatabaseGate {
 
   /**
    * Middleware for routes that need the database. A request already past it when the gate closes
-   * (waiting on a connection that will not come) is answered 503 too, within a second of its start;
-   * writes are idempotent by key, so a client's retry never doubles one that did commit.
+   * (waiting on a connection that will not come) is answered 503 at that moment; writes are
+   * idempotent by key, so a client's retry never doubles one that did commit.
    */
   readonly guard: RequestHandler = (_req, res, next) => {
     if (!this.open) return next(databaseUnavailable());
-    const deadline = setTimeout(() => {
-      if (this.open || res.headersSent) return;
-      const err = databaseUnavailable();
-      res.status(err.status).set(err.headers).json({ error: { code: err.code, message: err.message } });
-    }, OUTAGE_ANSWER_MS);
-    res.once('close', () => clearTimeout(deadline));
+    this.pending.add(res);
+    res.once('close', () => this.pending.delete(res));
     next();
   };
 
