@@ -39,12 +39,11 @@ http
         const client = await pool.connect();
         try {
           await client.query('BEGIN');
-          const inserted = await client.query(
+          const { rows } = await client.query(
             `INSERT INTO system_logs (stype, description, ip, user_agent, host, instance, request_id)
-             VALUES ($1, $2, $3, $4, 'baseline', 0, $5) ON CONFLICT (request_id) DO NOTHING RETURNING id`,
+             VALUES ($1, $2, $3, $4, 'baseline', 0, $5) ON CONFLICT (request_id) DO NOTHING RETURNING ${COLUMNS}`,
             [body.stype, body.description, req.socket.remoteAddress, req.headers['user-agent'] || null, crypto.randomUUID()],
           );
-          const { rows } = await client.query(`SELECT ${COLUMNS} FROM system_logs WHERE id = $1`, [inserted.rows[0].id]);
           await client.query('COMMIT');
           return send(res, 201, rows[0]);
         } catch (err) {

@@ -1,11 +1,15 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import autocannon from 'autocannon';
+import pg from 'pg';
 import { pm2 } from '../src/ops/pm2.js';
 import { freePort } from '../test/support/ports.js';
 import { startPostgres } from '../test/support/postgres.js';
 import { API_TOKEN, Stack } from '../test/support/stack.js';
 import { waitFor } from '../test/support/wait.js';
+import { listLogsStatement } from '../src/logs/queries.js';
+import { encodeCursor, listLogsQuery } from '../src/logs/schema.js';
+import type { TestPostgres } from '../test/support/postgres.js';
 
 // `npm run bench`: the baseline (node:http + pg under PM2 cluster), sitelog direct and sitelog
 // through nginx, side by side in one run, everything on loopback with its own ports and PM2_HOME.
@@ -13,6 +17,92 @@ import { waitFor } from '../test/support/wait.js';
 const OUT = path.join(__dirname, 'results');
 const CONNECTIONS = 64;
 const DURATION_S = Number(process.env['BENCH_SECONDS'] ?? 6);
+/** `npm run bench -- --rows 10000000`: the scale run measures at a tenth of this and at this. */
+function rowsArgument(argv: string[]): number {
+  const i = argv.indexOf('--rows');
+  if (i === -1) return 1_000_000;
+  const rows = Number(argv[i + 1]);
+  if (!Number.isInteger(rows) || rows < 1_000 || rows > 100_000_000) {
+    process.stderr.write('bench: --rows takes a whole number between 1000 and 100000000\n');
+    process.exit(2);
+  }
+  return rows;
+}
+const ROWS = rowsArgument(process.argv.slice(2));
+const SOAK_REQUESTS = 100_000;
+const STYPES = ['system', 'security', 'app', 'error'];
+
+type ScaleRow = { rows: number; query: string; httpMedianMs: number; httpP95Ms: number; serverMs: number; index: string };
+
+/** A 22-character base64 token per entry: the rare identifier a person searches for (a request id, a user). */
+const TOKEN_SQL = `translate(rtrim(encode(decode(md5(g::text), 'hex'), 'base64'), '='), '+/', 'xy')`;
+
+/** Grows system_logs to `rows` with generated entries spread over the past year, four stypes. */
+async function seed(postgres: TestPostgres, rows: number): Promise<void> {
+  const [{ n }] = (await postgres.query<{ n: string }>('sitelog', 'SELECT count(*) AS n FROM system_logs')) as [{ n: string }];
+  const from = Number(n) + 1;
+  const batch = 1_000_000;
+  for (let start = from; start <= rows; start += batch) {
+    const end = Math.min(rows, start + batch - 1);
+    await postgres.query(
+      'sitelog',
+      `INSERT INTO system_logs (stype, "timestamp", description, ip, host, instance)
+       SELECT (ARRAY['system','security','app','error'])[1 + g % 4],
+              now() - interval '365 days' * (g::float8 / $2),
+              'generated entry ' || g || ' token ' || ${TOKEN_SQL}, '127.0.0.1', 'seed-' || (g % 3), g % 4
+       FROM generate_series($1::bigint, $3::bigint) g`,
+      [start, rows, end],
+    );
+  }
+  await postgres.query('sitelog', 'VACUUM ANALYZE system_logs');
+}
+
+/** First page, a page deep in the history, stype + time range, text search: HTTP through nginx and EXPLAIN ANALYZE. */
+async function scale(postgres: TestPostgres, db: pg.Client, proxy: string, rows: number, explain: string[]): Promise<ScaleRow[]> {
+  const auth = { authorization: `Bearer ${API_TOKEN}` };
+  // a cursor four fifths of the way back, a month of one stype in the middle, one entry's hash
+  const [deep] = await postgres.query<{ timestamp: Date; id: string }>(
+    'sitelog',
+    `SELECT "timestamp", id FROM system_logs ORDER BY "timestamp" DESC, id DESC OFFSET $1 LIMIT 1`,
+    [Math.floor(rows * 0.8)],
+  );
+  const [mid] = await postgres.query<{ id: string }>('sitelog', `SELECT (max(id) / 2)::bigint AS id FROM system_logs`);
+  const needle = (await postgres.query<{ h: string }>('sitelog', `SELECT substr(${TOKEN_SQL}, 3, 12) AS h FROM (SELECT $1::bigint AS g) s`, [mid!.id]))[0]!.h;
+  const until = new Date(Date.now() - 180 * 86_400_000);
+  const since = new Date(until.getTime() - 30 * 86_400_000);
+  const queries: Array<[string, Record<string, string>]> = [
+    ['first page', { limit: '20' }],
+    ['deep page (keyset cursor)', { limit: '20', before: encodeCursor(deep!.timestamp.toISOString(), Number(deep!.id)) }],
+    ['stype + time range', { limit: '20', stype: 'security', since: since.toISOString(), until: until.toISOString() }],
+    ['text search (pg_trgm)', { limit: '20', q: needle }],
+  ];
+  const out: ScaleRow[] = [];
+  for (const [name, params] of queries) {
+    const url = `${proxy}/api/logs?${new URLSearchParams(params).toString()}`;
+    const times: number[] = [];
+    for (let i = 0; i < 40; i++) {
+      const t = performance.now();
+      const res = await fetch(url, { headers: auth });
+      await res.arrayBuffer();
+      if (res.status !== 200) throw new Error(`${name}: HTTP ${res.status}`);
+      if (i >= 5) times.push(performance.now() - t);
+    }
+    times.sort((a, b) => a - b);
+    const { statement, values } = listLogsStatement(listLogsQuery.parse(params));
+    // the app's connections are warm and its statements prepared: the last of three runs on one connection
+    let lines: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const plan = await db.query<{ 'QUERY PLAN': string }>(`EXPLAIN (ANALYZE, BUFFERS) ${statement.text}`, values);
+      lines = plan.rows.map((r) => r['QUERY PLAN']);
+    }
+    const ms = (label: string) => Number(lines.find((l) => l.startsWith(label))?.match(/([\d.]+) ms/)?.[1] ?? NaN);
+    const index = [...new Set(lines.flatMap((l) => [...l.matchAll(/(?:Index|Bitmap Index) Scan(?: Backward)? on (\w+)|Index Scan(?: Backward)? using (\w+)/g)].map((m) => m[1] ?? m[2])))].join(', ') || 'none';
+    const fence = '```';
+    explain.push(`## ${name}, ${rows.toLocaleString('en')} rows\n\n${fence}sql\n${statement.text.replace(/\s+/g, ' ')}\n${fence}\n\n${fence}\n${lines.join('\n')}\n${fence}\n`);
+    out.push({ rows, query: name, httpMedianMs: times[Math.floor(times.length / 2)]!, httpP95Ms: times[Math.floor(times.length * 0.95)]!, serverMs: ms('Planning Time') + ms('Execution Time'), index });
+  }
+  return out;
+}
 
 type Row = { setup: string; endpoint: string; rps: number; p50: number; p99: number; non2xx: number; errors: number; ratio?: number };
 
@@ -60,6 +150,8 @@ async function main(): Promise<void> {
   const postgres = await startPostgres();
   const stack = await Stack.create({ instances: 2, databaseUrl: postgres.url('sitelog'), proxy: true, env: { LOG_LEVEL: 'info' } });
   try {
+    // the PM2 daemon is already up, as on a server: the figure is the app's start, not the daemon's
+    await stack.pm2('ping');
     const started = Date.now();
     await stack.start();
     const readyAt = stack.webLogLines().filter((l) => /^instance \d+ ready$/.test(String(l['msg']))).map((l) => Date.parse(String(l['time'])));
@@ -102,12 +194,37 @@ async function main(): Promise<void> {
     for (const row of rows) row.ratio = row.rps / rows.find((r) => r.endpoint === row.endpoint && r.setup === setups[0]![0])!.rps;
     const rssAfter = await rss();
 
+    // memory over a long run: RSS after 100k and after 200k requests through nginx
+    const soak = async () => {
+      const r = await autocannon({ url: `${setups[2]![1]}/api/logs/${id}`, headers: { authorization: `Bearer ${API_TOKEN}` }, connections: CONNECTIONS, amount: SOAK_REQUESTS, timeout: 10 });
+      log(`soak: ${r.requests.total} requests, ${r.non2xx} non-2xx, ${r.errors} errors, ${r.timeouts} timeouts`);
+      return rss();
+    };
+    const rss100k = await soak();
+    const rss200k = await soak();
+    log(`RSS after 100k / 200k requests: ${rss100k.join(', ')} / ${rss200k.join(', ')} MB`);
+
     const reloadStarted = Date.now();
     await stack.pm2('reload', 'ecosystem.config.js');
     const reloadMs = Date.now() - reloadStarted;
     log(`pm2 reload of 2 instances: ${reloadMs} ms`);
 
-    const results = { date: new Date().toISOString(), connections: CONNECTIONS, durationSeconds: DURATION_S, startToReadyMs, reloadMs, rssWarmMb: rssWarm, rssAfterMb: rssAfter, sitelogRequests, rows };
+    const explain: string[] = [];
+    const scaleRows: ScaleRow[] = [];
+    const db = new pg.Client({ connectionString: postgres.url('sitelog') });
+    await db.connect();
+    for (const step of [Math.floor(ROWS / 10), ROWS]) {
+      const seeded = Date.now();
+      await seed(postgres, step);
+      log(`seeded ${step} rows in ${((Date.now() - seeded) / 1000).toFixed(1)} s`);
+      for (const r of await scale(postgres, db, setups[2]![1], step, explain)) {
+        scaleRows.push(r);
+        log(`${String(step).padStart(9)} rows  ${r.query.padEnd(26)} http median ${r.httpMedianMs.toFixed(1)} ms  server ${r.serverMs.toFixed(2)} ms  ${r.index}`);
+      }
+    }
+    await db.end();
+
+    const results = { date: new Date().toISOString(), connections: CONNECTIONS, durationSeconds: DURATION_S, startToReadyMs, reloadMs, rssWarmMb: rssWarm, rssAfterMb: rssAfter, rss100kMb: rss100k, rss200kMb: rss200k, sitelogRequests, rows, scale: scaleRows };
     fs.mkdirSync(OUT, { recursive: true });
     fs.writeFileSync(path.join(OUT, 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
     const md = [
@@ -121,13 +238,20 @@ async function main(): Promise<void> {
       '',
       `- pm2 start → all instances ready (database up): ${startToReadyMs} ms`,
       `- pm2 reload of 2 instances: ${reloadMs} ms`,
-      `- RSS per web instance: ${rssWarm.join(', ')} MB after warm-up; ${rssAfter.join(', ')} MB after ${sitelogRequests} sitelog requests`,
+      `- RSS per web instance: ${rssWarm.join(', ')} MB after warm-up; ${rssAfter.join(', ')} MB after the ${sitelogRequests} requests above; ${rss100k.join(', ')} MB after ${SOAK_REQUESTS / 1000}k more through nginx; ${rss200k.join(', ')} MB after ${(2 * SOAK_REQUESTS) / 1000}k`,
+      '',
+      `## Scale: \`GET /api/logs\` through nginx as the log grows (EXPLAIN in explain.md)`,
+      '',
+      '| rows | query | HTTP median | HTTP p95 | server (plan + execute) | index used |',
+      '|---|---|---|---|---|---|',
+      ...scaleRows.map((r) => `| ${r.rows.toLocaleString('en')} | ${r.query} | ${r.httpMedianMs.toFixed(1)} ms | ${r.httpP95Ms.toFixed(1)} ms | ${r.serverMs.toFixed(2)} ms | ${r.index} |`),
       '',
       '![throughput and p99](chart.svg)',
       '',
     ].join('\n');
     fs.writeFileSync(path.join(OUT, 'results.md'), md);
     fs.writeFileSync(path.join(OUT, 'chart.svg'), chart(rows));
+    fs.writeFileSync(path.join(OUT, 'explain.md'), `# EXPLAIN (ANALYZE, BUFFERS) of the scale run (${results.date})\n\n${explain.join('\n')}`);
     log(`\n${md}`);
   } finally {
     await stack.stop();

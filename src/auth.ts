@@ -4,9 +4,14 @@ import { unauthorized } from './errors.js';
 
 const digest = (s: string) => crypto.createHash('sha256').update(s).digest();
 
-/** Constant-time comparison of a secret with what a client sent. */
+/** Constant-time comparison with a secret, whose digest is computed once. */
+export function secretMatcher(expected: string): (given: string) => boolean {
+  const want = digest(expected);
+  return (given) => crypto.timingSafeEqual(want, digest(given));
+}
+
 export function secretEquals(expected: string, given: string): boolean {
-  return crypto.timingSafeEqual(digest(expected), digest(given));
+  return secretMatcher(expected)(given);
 }
 
 export function bearerToken(req: Request): string | undefined {
@@ -19,9 +24,10 @@ export function bearerToken(req: Request): string | undefined {
 export type SessionCheck = (req: Request) => boolean;
 
 export function authenticate(apiToken: string, hasSession: SessionCheck = () => false) {
+  const matches = secretMatcher(apiToken);
   const tokenOk = (req: Request) => {
     const token = bearerToken(req);
-    return token !== undefined && secretEquals(apiToken, token);
+    return token !== undefined && matches(token);
   };
   return {
     /** Bearer token only: writes come from programs, not from a browser session. */

@@ -10,6 +10,15 @@ const SESSION_HOURS = 12;
 const sha256 = (s: string) => crypto.createHash('sha256').update(s).digest('hex');
 export const randomToken = () => crypto.randomBytes(32).toString('base64url');
 
+/** A cookie value a browser (or anyone) sent with a stray `%` is taken as it is, not a 500. */
+function safeDecode(value: string): string {
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    return value;
+  }
+}
+
 export function cookies(req: Request): Record<string, string> {
   const header = req.get('cookie') ?? '';
   return Object.fromEntries(
@@ -17,7 +26,7 @@ export function cookies(req: Request): Record<string, string> {
       .split(';')
       .map((part) => part.trim().split('='))
       .filter((kv): kv is [string, string] => kv.length === 2 && kv[0] !== '' && kv[1] !== undefined)
-      .map(([k, v]) => [k, decodeURIComponent(v)]),
+      .map(([k, v]) => [k, safeDecode(v)]),
   );
 }
 

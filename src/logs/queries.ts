@@ -1,26 +1,25 @@
-import { QueryTypes, type Sequelize, type Transaction } from 'sequelize';
+import type { Sequelize } from 'sequelize';
+import { inTransaction, withConnection, type Statement } from '../db/lean.js';
 import type { CreateLogBody, ListLogsQuery } from './schema.js';
 import { decodeCursor, encodeCursor } from './schema.js';
 import { toLogEntry, type LogEntry, type SystemLog } from './model.js';
 import type { InferAttributes } from 'sequelize';
 import { badRequest } from '../errors.js';
 
-// Hot paths run plain SQL through Sequelize's pool; the models stay the description of the tables.
+// Hot paths run prepared SQL on Sequelize's pool (db/lean.ts); the models stay the description of the tables.
 const COLUMNS = `id, stype, "timestamp", description, ip, user_agent, host, instance, request_id`;
 
 type Row = InferAttributes<SystemLog>;
 
 const escapeLike = (s: string) => s.replace(/[\\%_]/g, (c) => `\\${c}`);
 
-export async function listLogs(
-  sequelize: Sequelize,
-  query: ListLogsQuery,
-): Promise<{ items: LogEntry[]; next: string | null }> {
+/** The statement listLogs runs for a query (exported for the bench's EXPLAIN). */
+export function listLogsStatement(query: ListLogsQuery): { statement: Statement; values: unknown[] } {
   const where: string[] = [];
-  const bind: unknown[] = [];
+  const values: unknown[] = [];
   const param = (value: unknown) => {
-    bind.push(value);
-    return `$${bind.length}`;
+    values.push(value);
+    return `$${values.length}`;
   };
   if (query.stype) where.push(`stype = ${param(query.stype)}`);
   if (query.q) where.push(`description ILIKE ${param(`%${escapeLike(query.q)}%`)}`);
@@ -31,22 +30,30 @@ export async function listLogs(
     if (!cursor) throw badRequest('before: not a cursor this API returned', 'SITELOG_BAD_CURSOR');
     where.push(`("timestamp", id) < (${param(cursor.timestamp.toISOString())}::timestamptz, ${param(cursor.id)}::bigint)`);
   }
-  const rows = await sequelize.query<Row>(
-    `SELECT ${COLUMNS} FROM system_logs ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
-     ORDER BY "timestamp" DESC, id DESC LIMIT ${param(query.limit + 1)}`,
-    { bind, type: QueryTypes.SELECT },
-  );
+  const text = `SELECT ${COLUMNS} FROM system_logs ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+     ORDER BY "timestamp" DESC, id DESC LIMIT ${param(query.limit + 1)}`;
+  // One prepared statement per combination of filters, except text search: how selective a pattern
+  // is decides between the trigram index and the timeline, so it is planned for each pattern.
+  const filters = (['stype', 'since', 'until', 'before'] as const).filter((f) => query[f] !== undefined);
+  return { statement: { name: query.q ? '' : ['sitelog-logs', ...filters].join('-'), text }, values };
+}
+
+export async function listLogs(
+  sequelize: Sequelize,
+  query: ListLogsQuery,
+): Promise<{ items: LogEntry[]; next: string | null }> {
+  const { statement, values } = listLogsStatement(query);
+  const rows = await withConnection(sequelize, (run) => run<Row>(statement, values));
   const items = rows.slice(0, query.limit).map(toLogEntry);
   const last = items[items.length - 1];
   return { items, next: rows.length > query.limit && last ? encodeCursor(last.timestamp, last.id) : null };
 }
 
+const GET_LOG: Statement = { name: 'sitelog-log-by-id', text: `SELECT ${COLUMNS} FROM system_logs WHERE id = $1` };
+
 export async function getLog(sequelize: Sequelize, id: string): Promise<LogEntry | undefined> {
-  const rows = await sequelize.query<Row>(`SELECT ${COLUMNS} FROM system_logs WHERE id = $1`, {
-    bind: [id],
-    type: QueryTypes.SELECT,
-  });
-  return rows[0] && toLogEntry(rows[0]);
+  const [row] = await withConnection(sequelize, (run) => run<Row>(GET_LOG, [id]));
+  return row && toLogEntry(row);
 }
 
 export type NewLog = CreateLogBody & {
@@ -57,27 +64,26 @@ export type NewLog = CreateLogBody & {
   requestId: string;
 };
 
+const INSERT_LOG: Statement = {
+  name: 'sitelog-log-insert',
+  text: `INSERT INTO system_logs (stype, description, ip, user_agent, host, instance, request_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (request_id) DO NOTHING RETURNING ${COLUMNS}`,
+};
+const LOG_BY_REQUEST_ID: Statement = { name: 'sitelog-log-by-request-id', text: `SELECT ${COLUMNS} FROM system_logs WHERE request_id = $1` };
+
 /**
- * Stores an entry once per request id, in a transaction of its own that writes the row and reads it
- * back. A repeat of the same id returns the stored entry (`created: false`) instead of a duplicate.
+ * Stores an entry once per request id, in a transaction that writes the row and reads it back
+ * (RETURNING). A repeat of the same id reads the stored entry (`created: false`) instead of
+ * writing a duplicate; READ COMMITTED gives that second statement a snapshot where a concurrent
+ * first attempt, which the INSERT waited for, is visible.
  */
 export async function createLog(sequelize: Sequelize, entry: NewLog): Promise<{ entry: LogEntry; created: boolean }> {
-  return sequelize.transaction(async (transaction: Transaction) => {
-    const inserted = await sequelize.query<{ id: string }>(
-      `INSERT INTO system_logs (stype, description, ip, user_agent, host, instance, request_id)
-       VALUES ($1, $2, $3, $4, $5, $6, $7)
-       ON CONFLICT (request_id) DO NOTHING RETURNING id`,
-      {
-        bind: [entry.stype, entry.description, entry.ip, entry.userAgent, entry.host, entry.instance, entry.requestId],
-        type: QueryTypes.SELECT,
-        transaction,
-      },
-    );
-    const created = inserted.length === 1;
-    const rows = await sequelize.query<Row>(
-      `SELECT ${COLUMNS} FROM system_logs WHERE ${created ? 'id' : 'request_id'} = $1`,
-      { bind: [created ? inserted[0]!.id : entry.requestId], type: QueryTypes.SELECT, transaction },
-    );
-    return { entry: toLogEntry(rows[0]!), created };
+  return inTransaction(sequelize, async (run) => {
+    const values = [entry.stype, entry.description, entry.ip, entry.userAgent, entry.host, entry.instance, entry.requestId];
+    const [inserted] = await run<Row>(INSERT_LOG, values);
+    if (inserted) return { entry: toLogEntry(inserted), created: true };
+    const [stored] = await run<Row>(LOG_BY_REQUEST_ID, [entry.requestId]);
+    return { entry: toLogEntry(stored!), created: false };
   });
 }
