@@ -1,7 +1,7 @@
 // The sitelog processes, as PM2 runs them. `pm2 start ecosystem.config.js` after `npm run build`.
 // PM2 evaluates this file in its CLI process at every start and reload.
 const { DATABASE_WAIT_MS, SHUTDOWN_MS } = require('./dist/timeouts.js');
-const { prepareLocal } = require('./dist/ops/stack.js');
+const { prepareLocal, productionInstances } = require('./dist/ops/stack.js');
 
 const argv = process.argv;
 const production = argv.some((arg, i) => arg === '--env=production' || (arg === '--env' && argv[i + 1] === 'production'));
@@ -31,6 +31,12 @@ const web = {
 };
 
 const apps = [web];
+
+if (production) {
+  // nginx and PostgreSQL are system services there (deploy/); the environment comes from the
+  // shell or deploy/deploy.sh, and the instances validate all of it at startup
+  web.instances = productionInstances(process.env);
+}
 
 if (!production) {
   const local = prepareLocal(process.env);

@@ -93,8 +93,9 @@ const jsonOnly: RequestHandler = (req, _res, next) => {
 export function createApp(ctx: AppContext): express.Express {
   const app = express();
   app.disable('x-powered-by');
-  // Only the local nginx may say who the client is; a client's own X-Forwarded-For is overwritten there.
-  app.set('trust proxy', 'loopback');
+  // Only nginx may say who the client is (the local one unless TRUST_PROXY names others); a client's
+  // own X-Forwarded-For is overwritten there.
+  app.set('trust proxy', ctx.config.TRUST_PROXY);
   app.set('etag', false);
   lazyRequestLogger(app, ctx.logger);
   app.use(requestContext());

@@ -7,6 +7,22 @@ const port = z.coerce.number().int().min(1).max(65535);
 /** Every variable sitelog reads, one short description each; ops/stack.ts reuses the ones it needs. */
 export const envFields = {
   PORT: port.default(3000).describe('port the web instances share, bound to 127.0.0.1'),
+  BIND_ADDRESS: z
+    .union([z.ipv4(), z.ipv6()], { error: 'must be an IPv4 or IPv6 address' })
+    .default('127.0.0.1')
+    .describe("address the web instances listen on: this host's own address when nginx runs on another host"),
+  TRUST_PROXY: z
+    .string()
+    .default('loopback')
+    .transform((s) => s.split(',').map((p) => p.trim()))
+    .pipe(
+      z.array(
+        z.union([z.literal('loopback'), z.ipv4(), z.ipv6(), z.cidrv4(), z.cidrv6()], {
+          error: 'must be "loopback" or addresses/CIDRs separated by commas',
+        }),
+      ),
+    )
+    .describe('the nginx hosts whose X-Forwarded-For the app believes (comma-separated addresses or CIDRs)'),
   PROXY_PORT: z.coerce.number().int().min(0).max(65535).default(8080).describe('nginx port; 0 = no proxy'),
   WEB_INSTANCES: z
     .union([z.literal('max'), z.coerce.number().int().min(1).max(256)])

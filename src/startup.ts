@@ -87,7 +87,7 @@ export async function start(config: Config, logger: Logger, shutdown: Shutdown):
   server.headersTimeout = KEEP_ALIVE_MS + 1_000;
   server.requestTimeout = 30_000;
   shutdown.add('http server', () => drain(server));
-  server.listen(config.PORT, '127.0.0.1');
+  server.listen(config.PORT, config.BIND_ADDRESS);
   await once(server, 'listening');
   return server;
 }

@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { envFields, parseEnv } from '../config.js';
+import { findNginx, renderStandalone } from './nginx.js';
 
 // What ecosystem.config.js needs to describe the local stack: validated ports, the secrets file, the
 // rendered nginx config. It runs in the PM2 CLI process, synchronously, at every start and reload.
@@ -45,40 +46,14 @@ export function loadOrCreateSecrets(dataDir: string): { secrets: Secrets; file: 
   return { secrets: values as Secrets, file, created: missing.length > 0 };
 }
 
-export function findNginx(): string | undefined {
-  const dirs = [...(process.env['PATH'] ?? '').split(path.delimiter), '/usr/sbin', '/usr/local/sbin', '/sbin'];
-  for (const dir of dirs) {
-    const candidate = path.join(dir, 'nginx');
-    try {
-      fs.accessSync(candidate, fs.constants.X_OK);
-      return candidate;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
-
-export function renderTemplate(text: string, vars: Record<string, string | number>): string {
-  return text.replace(/\{\{([A-Z_]+)\}\}/g, (_m, key: string) => {
-    const value = vars[key];
-    if (value === undefined) throw new Error(`nginx template: no value for {{${key}}}`);
-    return String(value);
-  });
-}
-
 /** Renders nginx/ into DATA_DIR/nginx/ for the local proxy app; returns the main config's path. */
 export function renderLocalNginx(dataDir: string, vars: { port: number; proxyPort: number }): string {
-  const dir = path.join(dataDir, 'nginx');
-  fs.mkdirSync(path.join(dir, 'tmp'), { recursive: true });
-  const render = (name: string, extra: Record<string, string | number> = {}) =>
-    fs.writeFileSync(
-      path.join(dir, name),
-      renderTemplate(fs.readFileSync(path.join(ROOT, 'nginx', name), 'utf8'), { NGINX_DIR: dir, ...extra }),
-    );
-  render('sitelog.conf', { PORT: vars.port, LISTEN: `127.0.0.1:${vars.proxyPort}` });
-  render('local.conf');
-  return path.join(dir, 'local.conf');
+  return renderStandalone(path.join(dataDir, 'nginx'), { upstreams: [`127.0.0.1:${vars.port}`], listen: `127.0.0.1:${vars.proxyPort}` });
+}
+
+/** WEB_INSTANCES for `--env production`, where the rest of the environment is the instances' to check. */
+export function productionInstances(env: NodeJS.ProcessEnv): number | 'max' {
+  return parseEnv(z.object({ WEB_INSTANCES: envFields.WEB_INSTANCES }), env).WEB_INSTANCES;
 }
 
 export type LocalStack = {

@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parseEnv, envFields, ConfigError } from '../config.js';
 import { z } from 'zod';
 import { list, pm2, ROOT } from './pm2.js';
-import { findNginx } from './stack.js';
+import { findNginx } from './nginx.js';
 
 // `npm start`: the whole local stack under PM2, returning once every instance is ready.
 // Running it again while the stack is up reloads web (zero downtime) instead of starting twice.

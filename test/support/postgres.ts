@@ -15,8 +15,11 @@ export type TestPostgres = {
 
 import { assertPostgresCanReach } from '../../src/db/embedded-access.js';
 
-/** A real PostgreSQL server of the test's own, on a free port, in a temporary directory. */
-export async function startPostgres(): Promise<TestPostgres> {
+/**
+ * A real PostgreSQL server of the test's own, on a free port, in a temporary directory. `network`
+ * opens it to other (test) hosts: it also listens on `address` and lets `subnet` in by password.
+ */
+export async function startPostgres(network?: { address: string; subnet: string }): Promise<TestPostgres> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sitelog-pg-'));
   // as root the server runs as `postgres`, which must reach its data directory
   fs.chmodSync(dir, 0o755);
@@ -31,11 +34,12 @@ export async function startPostgres(): Promise<TestPostgres> {
     persistent: false,
     createPostgresUser: process.getuid?.() === 0,
     initdbFlags: ['--encoding=UTF8', '--locale=C.UTF-8'],
-    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', 'fsync=off'],
+    postgresFlags: ['-c', `listen_addresses=127.0.0.1${network ? `,${network.address}` : ''}`, '-c', 'unix_socket_directories=', '-c', 'fsync=off'],
     onLog: () => undefined,
     onError: () => undefined,
   });
   await server.initialise();
+  if (network) fs.appendFileSync(path.join(dir, 'data', 'pg_hba.conf'), `host all all ${network.subnet} password\n`);
   await server.start();
   const url = (database: string) => `postgres://postgres:${password}@127.0.0.1:${port}/${database}`;
   return {

@@ -1,0 +1,174 @@
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { ROOT } from '../src/ops/pm2.js';
+import { renderStandalone } from '../src/ops/nginx.js';
+import { findNginx } from '../src/ops/nginx.js';
+import { Lan, type Host } from './support/netns.js';
+import { startPostgres, type TestPostgres } from './support/postgres.js';
+import { ADMIN_PASSWORD, API_TOKEN } from './support/stack.js';
+import { startTraffic } from './support/traffic.js';
+import { waitFor } from './support/wait.js';
+
+// Past one machine: two app hosts, each its own PM2 with `web` in cluster mode, one nginx host in
+// front, one PostgreSQL, all on a LAN of network namespaces made here. The startup log keeps its
+// rules per host, and a host going away and coming back costs no request through nginx.
+
+const PORT = 3000;
+const PROXY_PORT = 8080;
+const PM2 = path.join(ROOT, 'node_modules', 'pm2', 'bin', 'pm2');
+
+/** One app host: a PM2 daemon of its own, started inside the host's namespace, `--env production`. */
+class AppHost {
+  readonly dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sitelog-host-'));
+
+  constructor(
+    private readonly lan: Lan,
+    readonly host: Host,
+    private readonly env: NodeJS.ProcessEnv,
+  ) {}
+
+  pm2(...args: string[]) {
+    return new Promise<string>((resolve, reject) => {
+      const child = spawn('ip', ['netns', 'exec', this.host.netns, process.execPath, PM2, ...args], {
+        cwd: ROOT,
+        env: { PATH: process.env['PATH'], HOME: this.dir, PM2_HOME: path.join(this.dir, 'pm2'), ...this.env },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+      child.on('error', reject);
+      child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`pm2 ${args.join(' ')} on ${this.host.name}: exit ${code}\n${out}`))));
+    });
+  }
+
+  async start(): Promise<void> {
+    await this.pm2('start', 'ecosystem.config.js', '--env', 'production');
+    await waitFor(`${this.host.name} ready`, async () => (await fetch(`http://${this.host.address}:${PORT}/readyz`)).status === 200, {
+      timeoutMs: 60_000,
+    });
+  }
+
+  /** The host going away as on a shutdown: PM2 stops the instances gracefully, then itself. */
+  stop(): Promise<string> {
+    return this.pm2('kill');
+  }
+
+  async remove(): Promise<void> {
+    await this.stop().catch(() => undefined);
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+let lan: Lan;
+let postgres: TestPostgres;
+let hosts: AppHost[] = [];
+let proxy: ChildProcess | undefined;
+let proxyDir: string;
+
+async function serverStarts(host: string): Promise<number> {
+  const rows = await postgres.query(
+    'sitelog',
+    `SELECT 1 FROM system_logs WHERE host = $1 AND stype = 'system' AND description = 'server started'`,
+    [host],
+  );
+  return rows.length;
+}
+
+describe('several hosts behind one nginx', { timeout: 240_000 }, () => {
+  before(async () => {
+    lan = await Lan.create(['app-a', 'app-b', 'proxy']);
+    postgres = await startPostgres({ address: lan.gateway, subnet: lan.subnet });
+    const databaseUrl = postgres.url('sitelog').replace('127.0.0.1', lan.gateway);
+    const proxyHost = lan.host('proxy');
+    hosts = ['app-a', 'app-b'].map(
+      (name) =>
+        new AppHost(lan, lan.host(name), {
+          DATABASE_URL: databaseUrl,
+          API_TOKEN,
+          ADMIN_PASSWORD,
+          SITELOG_HOST: name,
+          WEB_INSTANCES: '2',
+          PORT: String(PORT),
+          BIND_ADDRESS: lan.host(name).address,
+          TRUST_PROXY: proxyHost.address,
+          LOG_LEVEL: 'info',
+        }),
+    );
+    proxyDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sitelog-proxy-'));
+    fs.chmodSync(proxyDir, 0o755);
+    const conf = renderStandalone(proxyDir, {
+      upstreams: hosts.map((h) => `${h.host.address}:${PORT}`),
+      listen: `${proxyHost.address}:${PROXY_PORT}`,
+    });
+    proxy = spawn('ip', ['netns', 'exec', proxyHost.netns, findNginx() ?? 'nginx', '-e', 'stderr', '-c', conf], { stdio: 'ignore' });
+  });
+
+  after(async () => {
+    await Promise.all(hosts.map((h) => h.remove()));
+    // nginx's graceful stop, by the pid this test started
+    if (proxy?.pid && proxy.exitCode === null) {
+      const exited = new Promise((resolve) => proxy!.once('exit', resolve));
+      proxy.kill('SIGQUIT');
+      await exited;
+    }
+    if (proxyDir) fs.rmSync(proxyDir, { recursive: true, force: true });
+    await postgres?.stop();
+    await lan?.remove();
+  });
+
+  test('when two hosts start together, each writes its own one "server started", and nginx reaches both', async () => {
+    await Promise.all(hosts.map((h) => h.start()));
+    assert.equal(await serverStarts('app-a'), 1);
+    assert.equal(await serverStarts('app-b'), 1);
+
+    const base = `http://${lan.host('proxy').address}:${PROXY_PORT}`;
+    const answered = new Set<string>();
+    await waitFor('answers from both hosts through nginx', async () => {
+      const page = await (await fetch(`${base}/`)).text();
+      const host = page.match(/id="host">([^<]+)</)?.[1];
+      if (host) answered.add(host);
+      return answered.has('app-a') && answered.has('app-b');
+    });
+    // the browser's address, as nginx saw it: the app trusts the proxy host's X-Forwarded-For
+    const created = await fetch(`${base}/api/logs`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${API_TOKEN}`, 'content-type': 'application/json', 'x-forwarded-for': '203.0.113.9' },
+      body: JSON.stringify({ stype: 'app', description: 'through the proxy host' }),
+    });
+    assert.equal(created.status, 201);
+    assert.equal(((await created.json()) as { ip: string }).ip, lan.gateway);
+  });
+
+  test('when one host stops under load and comes back, then no request fails and that host writes one new "server started"', async () => {
+    const base = `http://${lan.host('proxy').address}:${PROXY_PORT}`;
+    const traffic = startTraffic(base, { connections: 32, maxMs: 90_000 });
+    await waitFor('traffic flowing', () => traffic.acks.length > 50);
+    const [a] = hosts as [AppHost, AppHost];
+    await a.stop();
+    const whileDown = traffic.samples.length;
+    await waitFor('requests served while app-a is down', () => traffic.samples.length > whileDown + 500);
+    await a.start();
+    const afterBack = traffic.samples.length;
+    await waitFor('requests served after app-a came back', () => traffic.samples.length > afterBack + 500);
+    const { samples, acks, mismatches } = await traffic.stop();
+
+    const failed = samples.filter((s) => s.status < 200 || s.status >= 300);
+    assert.deepEqual(failed.slice(0, 5), [], `${failed.length} of ${samples.length} requests failed`);
+    assert.deepEqual(mismatches, []);
+    const stored = await postgres.query<{ request_id: string; n: string }>(
+      'sitelog',
+      `SELECT request_id, count(*) AS n FROM system_logs WHERE request_id = ANY($1) GROUP BY request_id`,
+      [acks.map((k) => k.key)],
+    );
+    assert.equal(stored.length, acks.length, 'every acknowledged write is stored');
+    assert.ok(stored.every((r) => r.n === '1'), 'and stored once');
+    assert.equal(await serverStarts('app-a'), 2, 'the host that came back started once more');
+    assert.equal(await serverStarts('app-b'), 1, 'the other host did not start again');
+    process.stdout.write(`# multi-host: ${samples.length} requests, ${acks.length} writes, 0 failed while app-a stopped and came back\n`);
+  });
+});
