@@ -36,6 +36,9 @@ if (production) {
   // nginx and PostgreSQL are system services there (deploy/); the environment comes from the
   // shell or deploy/deploy.sh, and the instances validate all of it at startup
   web.instances = productionInstances(process.env);
+  // deploy/deploy.sh runs PM2 from the `current` symlink: an instance started by a reload runs the
+  // release `current` points to then (this file's own __dirname is the release it was read from)
+  if (process.env.SITELOG_CURRENT) web.cwd = process.env.SITELOG_CURRENT;
 }
 
 if (!production) {
@@ -73,4 +76,19 @@ if (!production) {
   }
 }
 
-module.exports = { apps };
+module.exports = {
+  apps,
+  // `pm2 deploy production setup`, then `pm2 deploy production`: PM2 fetches the ref over SSH into
+  // path/source, and deploy/deploy.sh makes a release of it (build, migrations, reload, /readyz,
+  // rollback). The hosts are prepared once by deploy/provision.sh.
+  deploy: {
+    production: {
+      user: 'sitelog',
+      host: (process.env.SITELOG_DEPLOY_HOSTS || 'app1.example.com').split(','),
+      ref: process.env.SITELOG_DEPLOY_REF || 'origin/main',
+      repo: process.env.SITELOG_DEPLOY_REPO || 'git@example.com:ops/sitelog.git',
+      path: '/srv/sitelog/pm2-deploy',
+      'post-deploy': 'deploy/deploy.sh --repo "$PWD" --ref HEAD',
+    },
+  },
+};
