@@ -13,7 +13,7 @@ ENV_FILE=${SITELOG_ENV_FILE:-/etc/sitelog/sitelog.env}
 CHECK_URL=${SITELOG_CHECK_URL:-http://127.0.0.1:${SITELOG_LISTEN:-80}/readyz}
 KEEP=${SITELOG_KEEP_RELEASES:-5}
 PM2="$APP_HOME/pm2/node_modules/.bin/pm2"
-export PM2_HOME=$APP_HOME/.pm2
+export HOME=$APP_HOME PM2_HOME=$APP_HOME/.pm2
 # PM2 runs the app from this symlink, so a reload starts the instances of the release it points to
 export SITELOG_CURRENT=$APP_HOME/current
 
@@ -45,8 +45,14 @@ git -C "$release" -c advice.detachedHead=false checkout --quiet --detach "$ref"
 commit=$(git -C "$release" rev-parse --short HEAD)
 log "release $stamp at $commit"
 
-# 2. install and build; a failure here leaves the running release untouched
-(cd "$release" && npm ci --no-audit --no-fund --no-update-notifier --loglevel=error && npm run build --silent)
+# 2. install and build (the compiler is a dev dependency; NODE_ENV=production would leave it out),
+#    then drop what only the build needed. A failure here leaves the running release untouched.
+(
+  cd "$release"
+  npm ci --include=dev --no-audit --no-fund --no-update-notifier --loglevel=error
+  npm run build --silent
+  npm prune --omit=dev --no-audit --no-fund --no-update-notifier --loglevel=error
+)
 
 # 3. migrations, once, before any instance of the release runs (the instances would wait on the
 #    same advisory lock and find nothing to do)

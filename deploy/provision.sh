@@ -62,7 +62,7 @@ else
   useradd --system --create-home --home-dir "$APP_HOME" --shell /bin/bash "$APP_USER"
   did "user $APP_USER (home $APP_HOME)"
 fi
-for dir in "$APP_HOME/releases" "$APP_HOME/shared/data" "$PM2_HOME_DIR"; do
+for dir in "$APP_HOME/releases" "$APP_HOME/shared" "$APP_HOME/shared/data" "$PM2_HOME_DIR"; do
   if [ -d "$dir" ]; then ok "folder $dir"; else install -d -o "$APP_USER" -g "$APP_USER" -m 0750 "$dir"; did "folder $dir"; fi
 done
 if [ -d "$ETC" ]; then ok "folder $ETC"; else install -d -o root -g "$APP_USER" -m 0750 "$ETC"; did "folder $ETC"; fi
