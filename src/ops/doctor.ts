@@ -129,8 +129,11 @@ async function checkNginx(processes: Pm2Process[], configOverride: string | unde
     await run(nginx, ['-t', ...flags]);
   } catch (err) {
     const stderr = String((err as { stderr?: string }).stderr ?? '');
-    const line = stderr.split('\n').find((l) => l.includes('[emerg]')) ?? stderr.trim();
-    return [fail('nginx-config', `nginx -t fails: ${line.replace(/^.*\[emerg\] \d+#\d+: /, '')}`, 'fix the file it names, then nginx -t and nginx -s reload')];
+    const line = (stderr.split('\n').find((l) => l.includes('[emerg]')) ?? stderr.trim()).replace(/^.*\[emerg\] \d+#\d+: /, '');
+    if (/Permission denied/.test(line) && process.getuid?.() !== 0) {
+      return [fail('nginx-config', `nginx -t cannot run as this user (${line})`, 'run the doctor as root: sudo env PM2_HOME=$PM2_HOME npm run doctor')];
+    }
+    return [fail('nginx-config', `nginx -t fails: ${line}`, 'fix the file it names, then nginx -t and nginx -s reload')];
   }
   const findings = [ok('nginx-config', `nginx -t passes${config ? ` (${config})` : ''}`)];
   const { stdout } = await run(nginx, ['-T', ...flags], { maxBuffer: 16 * 1024 * 1024 });
