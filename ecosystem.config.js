@@ -58,6 +58,8 @@ if (!production) {
       // a fast shutdown of PostgreSQL can take a checkpoint
       kill_timeout: 30_000,
       stop_exit_codes: [78],
+      // PostgreSQL's own lines carry no date; web's are pino JSON with one (a prefix would break it)
+      time: true,
       env: local.db.env,
     });
   }
@@ -72,6 +74,7 @@ if (!production) {
       // SIGQUIT: nginx's graceful stop, finishing the requests it has
       kill_signal: 'SIGQUIT',
       kill_timeout: 15_000,
+      time: true,
     });
   }
 }

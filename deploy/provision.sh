@@ -200,7 +200,7 @@ else
 fi
 nginx -t -q || die "nginx -t fails: see above; nothing was reloaded"
 if [ -f /run/nginx.pid ] && kill -0 "$(cat /run/nginx.pid)" 2>/dev/null; then
-  if [ "$nginx_changed" = 1 ]; then nginx -s reload; did "nginx reloaded"; else ok "nginx running"; fi
+  if [ "$nginx_changed" = 1 ]; then nginx -s reload 2>/dev/null; did "nginx reloaded"; else ok "nginx running"; fi
 else
   if systemd; then systemctl enable --now nginx >/dev/null; else nginx; fi
   did "nginx started"

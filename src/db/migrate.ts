@@ -23,13 +23,11 @@ export function knownMigrations(): string[] {
 
 /** Migrations not yet recorded in the database (all of them when the table is not there yet). */
 export async function pendingMigrations(client: pg.Client): Promise<string[]> {
-  const applied = await client.query<{ name: string }>(`SELECT name FROM ${MIGRATIONS_TABLE}`).then(
-    (r) => new Set(r.rows.map((row) => row.name)),
-    (err: { code?: string }) => {
-      if (err.code === '42P01') return new Set<string>(); // undefined_table: a fresh database
-      throw err;
-    },
-  );
+  // looked up first rather than caught: a failed SELECT is an ERROR line in PostgreSQL's log
+  const { rows } = await client.query<{ present: boolean }>('SELECT to_regclass($1) IS NOT NULL AS present', [MIGRATIONS_TABLE]);
+  const applied = rows[0]?.present
+    ? new Set((await client.query<{ name: string }>(`SELECT name FROM ${MIGRATIONS_TABLE}`)).rows.map((row) => row.name))
+    : new Set<string>();
   return knownMigrations().filter((name) => !applied.has(name));
 }
 
