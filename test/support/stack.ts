@@ -87,8 +87,25 @@ export class Stack {
 
   /** Waits for `count` online web processes and a ready answer from the stack. */
   async waitReady(count: number, timeoutMs = 60_000): Promise<void> {
-    await waitFor(`${count} web instances online`, async () => (await this.web()).size === count, { timeoutMs });
-    await waitFor('/readyz 200', async () => (await fetch(this.url('/readyz'))).status === 200, { timeoutMs });
+    try {
+      await waitFor(`${count} web instances online`, async () => (await this.web()).size === count, { timeoutMs });
+      await waitFor('/readyz 200', async () => (await fetch(this.url('/readyz'))).status === 200, { timeoutMs });
+    } catch (err) {
+      throw new Error(`${(err as Error).message}\n${await this.diagnosis()}`);
+    }
+  }
+
+  /** What PM2 runs and the last lines each app wrote: for a failure message, not for assertions. */
+  async diagnosis(): Promise<string> {
+    const processes = await listAll(this.env).catch(() => []);
+    const status = processes.map((p) => `${p.name}#${p.pm_id} ${p.pm2_env.status} restarts ${p.pm2_env.restart_time}`).join(', ');
+    const logs = fs.existsSync(this.logDir)
+      ? fs.readdirSync(this.logDir).map((f) => {
+          const lines = fs.readFileSync(path.join(this.logDir, f), 'utf8').trimEnd().split('\n').slice(-8);
+          return `--- ${f}\n${lines.join('\n')}`;
+        })
+      : [];
+    return [`pm2: ${status || 'nothing'}`, ...logs].join('\n');
   }
 
   /** Lines of every web instance's PM2 log, parsed (pino JSON). */
