@@ -11,3 +11,18 @@ export function createLogger(opts: { host: string; instance: number; level: stri
     redact: ['req.headers.authorization', 'req.headers.cookie', '*.password', '*.API_TOKEN', '*.ADMIN_PASSWORD'],
   });
 }
+
+/**
+ * Resolves once everything written to `stream` before it has reached its destination (or after
+ * `timeoutMs`). Under PM2 a worker's stdout and stderr are PM2's hooks, which append to the log files
+ * asynchronously: a process that exits right after its last line (a fatal one, say) would lose it.
+ */
+export function flushed(stream: NodeJS.WriteStream, timeoutMs = 1_000): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, timeoutMs);
+    stream.write('', 'utf8', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}

@@ -1,6 +1,6 @@
 import { ConfigError, EXIT_CONFIG, loadConfig, type Config } from './config.js';
 import { FatalDatabaseError, PoolBudgetError } from './db/database.js';
-import { createLogger } from './logger.js';
+import { createLogger, flushed } from './logger.js';
 import { Shutdown } from './shutdown.js';
 import { start } from './startup.js';
 import { SHUTDOWN_MS } from './timeouts.js';
@@ -13,6 +13,7 @@ async function main(): Promise<void> {
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     process.stderr.write(`sitelog: ${err.message}\n`);
+    await flushed(process.stderr);
     process.exit(EXIT_CONFIG);
   }
   const logger = createLogger({ host: config.SITELOG_HOST, instance: config.INSTANCE, level: config.LOG_LEVEL });

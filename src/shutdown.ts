@@ -1,4 +1,4 @@
-import type { Logger } from './logger.js';
+import { flushed, type Logger } from './logger.js';
 
 /**
  * The one way out of the process: idempotent, runs the registered steps newest first (what started
@@ -43,8 +43,9 @@ export class Shutdown {
         this.logger.warn({ err, step: step.name }, 'shutdown step failed');
       }
     }
-    clearTimeout(force);
     this.logger.info('stopped');
+    await flushed(process.stdout);
+    clearTimeout(force);
     this.exit(exitCode);
   }
 }

