@@ -55,6 +55,19 @@ function isDatabaseUnavailable(err: unknown): boolean {
   );
 }
 
+/**
+ * Whether the database itself is gone (refused, dropped, shutting down), as opposed to slow or
+ * saturated: a pool that could not hand out a connection in time, a statement or a connection
+ * attempt that timed out under load. Only the first closes the gate for every request.
+ */
+export function isDatabaseGone(err: unknown): boolean {
+  if (!isDatabaseUnavailable(err) || err instanceof TimeoutError) return false;
+  const e = err as { name?: string; code?: string; message?: string; parent?: { code?: string; message?: string } };
+  const code = e.parent?.code ?? e.code;
+  const message = `${e.message ?? ''} ${e.parent?.message ?? ''}`;
+  return !(e.name === 'SequelizeConnectionAcquireTimeoutError' || code === '57014' || code === '53300' || /timeout/i.test(message));
+}
+
 export function toHttpError(err: unknown): HttpError {
   if (err instanceof HttpError) return err;
   if (err instanceof ZodError) {
@@ -75,7 +88,7 @@ export function toHttpError(err: unknown): HttpError {
 export function errorHandler(logger: Logger, onUnavailable: (reason: string) => void): ErrorRequestHandler {
   return (err, req, res, _next) => {
     const http = toHttpError(err);
-    if (http.code === 'SITELOG_DB_UNAVAILABLE') onUnavailable((err as Error).message);
+    if (http.code === 'SITELOG_DB_UNAVAILABLE' && isDatabaseGone(err)) onUnavailable((err as Error).message);
     const log = req.log ?? logger;
     if (http.status === 503) log.debug({ code: http.code, err: (err as Error).message, url: req.originalUrl }, http.message);
     else if (http.status >= 500) log.error({ err, method: req.method, url: req.originalUrl }, http.message);

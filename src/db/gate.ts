@@ -8,6 +8,9 @@ import { clientFor } from './database.js';
  * connection of its own: hundreds of attempts a second would starve a restarting PostgreSQL of the
  * CPU it needs to come back. One probe per process reopens it as soon as a query succeeds.
  */
+/** How long requests already in flight may wait for the database after the gate closed. */
+const PENDING_GRACE_MS = 300;
+
 export class DatabaseGate {
   private closedSince: number | undefined;
   private probing: NodeJS.Timeout | undefined;
@@ -29,11 +32,14 @@ export class DatabaseGate {
     if (!this.open || this.stopped) return;
     this.closedSince = Date.now();
     this.logger.warn({ reason, inFlight: this.pending.size }, 'database unavailable; answering 503 until it is back');
-    this.answerPending();
     this.schedule();
+    // Still closed a moment later (the probe did not reopen it): the requests already waiting on a
+    // connection that will not come are answered now, not when their pool gives up.
+    setTimeout(() => {
+      if (!this.open) this.answerPending();
+    }, PENDING_GRACE_MS).unref();
   }
 
-  /** Requests waiting on a connection that will not come are answered now, not when their pool times out. */
   private answerPending(): void {
     const err = databaseUnavailable();
     for (const res of this.pending) {
@@ -63,7 +69,8 @@ export class DatabaseGate {
 
   /**
    * Middleware for routes that need the database. A request already past it when the gate closes
-   * (waiting on a connection that will not come) is answered 503 at that moment; writes are
+   * (waiting on a connection that will not come) is answered 503 shortly after, unless the gate
+   * reopened meanwhile; writes are
    * idempotent by key, so a client's retry never doubles one that did commit.
    */
   readonly guard: RequestHandler = (_req, res, next) => {
