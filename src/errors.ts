@@ -1,4 +1,4 @@
-import type { ErrorRequestHandler } from 'express';
+import type { ErrorRequestHandler, Response } from 'express';
 import { BaseError, ConnectionError, TimeoutError } from 'sequelize';
 import { ZodError } from 'zod';
 import type { Logger } from './logger.js';
@@ -84,6 +84,11 @@ export function toHttpError(err: unknown): HttpError {
   return new HttpError(500, 'SITELOG_INTERNAL', 'internal error');
 }
 
+/** An error's JSON answer: its status, its headers (Retry-After, …), its code and message. */
+export function sendHttpError(res: Response, http: HttpError): void {
+  res.status(http.status).set(http.headers).json({ error: { code: http.code, message: http.message } });
+}
+
 /** The one error middleware: JSON for every failure, each logged once, no stack to the client. */
 export function errorHandler(logger: Logger, onUnavailable: (reason: string) => void): ErrorRequestHandler {
   return (err, req, res, _next) => {
@@ -98,6 +103,6 @@ export function errorHandler(logger: Logger, onUnavailable: (reason: string) => 
       if (!res.writableEnded) res.destroy();
       return;
     }
-    res.status(http.status).set(http.headers).json({ error: { code: http.code, message: http.message } });
+    sendHttpError(res, http);
   };
 }

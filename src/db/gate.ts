@@ -1,5 +1,5 @@
 import type { RequestHandler, Response } from 'express';
-import { databaseUnavailable } from '../errors.js';
+import { databaseUnavailable, sendHttpError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { clientFor } from './database.js';
 
@@ -42,9 +42,7 @@ export class DatabaseGate {
 
   private answerPending(): void {
     const err = databaseUnavailable();
-    for (const res of this.pending) {
-      if (!res.headersSent) res.status(err.status).set(err.headers).json({ error: { code: err.code, message: err.message } });
-    }
+    for (const res of this.pending) if (!res.headersSent) sendHttpError(res, err);
     this.pending.clear();
   }
 
@@ -70,8 +68,8 @@ export class DatabaseGate {
   /**
    * Middleware for routes that need the database. A request already past it when the gate closes
    * (waiting on a connection that will not come) is answered 503 shortly after, unless the gate
-   * reopened meanwhile; writes are
-   * idempotent by key, so a client's retry never doubles one that did commit.
+   * reopened meanwhile; writes are idempotent by key, so a client's retry never doubles one that
+   * did commit.
    */
   readonly guard: RequestHandler = (_req, res, next) => {
     if (!this.open) return next(databaseUnavailable());

@@ -23,7 +23,6 @@ type WebProcess = Pm2Process & {
     listen_timeout?: number;
     kill_timeout?: number;
     args?: string[] | string;
-    pm_exec_path?: string;
     env?: Record<string, string>;
   } & Record<string, unknown>;
 };
@@ -125,8 +124,10 @@ async function checkNginx(processes: Pm2Process[], configOverride: string | unde
   const nginx = findNginx();
   if (!nginx) return [fail('nginx-config', 'no nginx binary on this host', 'apt-get install nginx (deploy/provision.sh does)')];
   const flags = config ? ['-e', 'stderr', '-c', config] : [];
+  // -T tests the configuration like -t and, when it passes, prints all of it for the checks below
+  let stdout: string;
   try {
-    await run(nginx, ['-t', ...flags]);
+    ({ stdout } = await run(nginx, ['-T', ...flags], { maxBuffer: 16 * 1024 * 1024 }));
   } catch (err) {
     const stderr = String((err as { stderr?: string }).stderr ?? '');
     const line = (stderr.split('\n').find((l) => l.includes('[emerg]')) ?? stderr.trim()).replace(/^.*\[emerg\] \d+#\d+: /, '');
@@ -136,7 +137,6 @@ async function checkNginx(processes: Pm2Process[], configOverride: string | unde
     return [fail('nginx-config', `nginx -t fails: ${line}`, 'fix the file it names, then nginx -t and nginx -s reload')];
   }
   const findings = [ok('nginx-config', `nginx -t passes${config ? ` (${config})` : ''}`)];
-  const { stdout } = await run(nginx, ['-T', ...flags], { maxBuffer: 16 * 1024 * 1024 });
   const upstream = stdout.match(/upstream\s+sitelog_web\s*\{([^}]*)\}/)?.[1];
   if (upstream === undefined) {
     findings.push(fail('keepalive-order', 'no upstream sitelog_web in the nginx configuration', 'install the site from nginx/ (deploy/provision.sh)'));
