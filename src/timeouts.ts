@@ -14,3 +14,11 @@ export const KEEP_ALIVE_MS = 65_000;
  * grace only has to make that rare. It is paid once per instance by every `pm2 reload`.
  */
 export const DRAIN_GRACE_MS = 500;
+/**
+ * How long one new database connection may take before its request gives up. An outage does not wait
+ * for it: a stopped or restarting server refuses or drops connections at once, which closes the
+ * database gate (db/gate.ts), and the gate answers the requests still waiting. This bound is only for
+ * a server that is slow, and under load on a small machine a new connection (fork, authentication)
+ * can take more than half a second: failing the request then would turn a busy moment into a 503.
+ */
+export const DB_CONNECT_TIMEOUT_MS = 2_000;

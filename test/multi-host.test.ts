@@ -58,6 +58,17 @@ class AppHost {
     return this.pm2('kill');
   }
 
+  /** What this host's instances logged about trouble: warnings, errors and the 503s they answered. */
+  trouble(): string[] {
+    const logs = path.join(this.dir, 'pm2', 'logs');
+    if (!fs.existsSync(logs)) return [];
+    return fs
+      .readdirSync(logs)
+      .flatMap((file) => fs.readFileSync(path.join(logs, file), 'utf8').split('\n'))
+      .filter((line) => /"level":[456]0|"status":5|SITELOG_DB_UNAVAILABLE/.test(line))
+      .map((line) => `${this.host.name}: ${line.slice(0, 400)}`);
+  }
+
   async remove(): Promise<void> {
     await this.stop().catch(() => undefined);
     fs.rmSync(this.dir, { recursive: true, force: true });
@@ -96,7 +107,8 @@ describe('several hosts behind one nginx', { timeout: 240_000 }, () => {
           PORT: String(PORT),
           BIND_ADDRESS: lan.host(name).address,
           TRUST_PROXY: proxyHost.address,
-          LOG_LEVEL: 'info',
+          // debug: each 503 an instance answers is logged with its cause, shown when the test fails
+          LOG_LEVEL: 'debug',
         }),
     );
     proxyDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sitelog-proxy-'));
@@ -158,7 +170,8 @@ describe('several hosts behind one nginx', { timeout: 240_000 }, () => {
     const { samples, acks, mismatches } = await traffic.stop();
 
     const failed = samples.filter((s) => s.status < 200 || s.status >= 300);
-    assert.deepEqual(failed.slice(0, 5), [], `${failed.length} of ${samples.length} requests failed`);
+    const trouble = () => hosts.flatMap((h) => h.trouble()).slice(-20).join('\n');
+    assert.deepEqual(failed.slice(0, 5), [], `${failed.length} of ${samples.length} requests failed; the hosts logged:\n${trouble()}`);
     assert.deepEqual(mismatches, []);
     const stored = await postgres.query<{ request_id: string; n: string }>(
       'sitelog',

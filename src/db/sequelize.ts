@@ -1,5 +1,6 @@
 import { Sequelize } from 'sequelize';
 import type { Config } from '../config.js';
+import { DB_CONNECT_TIMEOUT_MS } from '../timeouts.js';
 import { initModels } from './models.js';
 
 /**
@@ -22,8 +23,7 @@ export function createSequelize(config: Config): Sequelize {
     retry: { max: 0 },
     dialectOptions: {
       application_name: `sitelog-web-${config.INSTANCE}`,
-      // A dead server must turn into a fast 503, not a hanging request.
-      connectionTimeoutMillis: 500,
+      connectionTimeoutMillis: DB_CONNECT_TIMEOUT_MS,
       statement_timeout: 5_000,
       idle_in_transaction_session_timeout: 10_000,
       keepAlive: true,
