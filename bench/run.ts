@@ -1,8 +1,13 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import autocannon from 'autocannon';
 import pg from 'pg';
-import { pm2 } from '../src/ops/pm2.js';
+import { findNginx, renderStandalone } from '../src/ops/nginx.js';
+import { listAll, pm2 } from '../src/ops/pm2.js';
+import { cpuPerRequest, cpuSnapshot } from './cpu.js';
 import { freePort } from '../test/support/ports.js';
 import { startPostgres } from '../test/support/postgres.js';
 import { API_TOKEN, Stack } from '../test/support/stack.js';
@@ -121,7 +126,53 @@ async function scale(postgres: TestPostgres, db: pg.Client, proxy: string, rows:
   return out;
 }
 
-type Row = { setup: string; endpoint: string; rps: number; p50: number; p99: number; non2xx: number; errors: number; ratio?: number };
+type Row = {
+  setup: string;
+  endpoint: string;
+  rps: number;
+  p50: number;
+  p99: number;
+  non2xx: number;
+  errors: number;
+  ratio?: number;
+  /** µs of CPU per request by part: load generator, nginx, the app's workers, postgres, other */
+  cpuUs: Record<string, number>;
+};
+
+/** The processes of each part, by the pid they descend from (for the CPU per request). */
+async function parts(stack: Stack, postgres: TestPostgres, baselineProxy: ChildProcess): Promise<Map<number, string>> {
+  const [{ dir }] = await postgres.query<{ dir: string }>('sitelog', `SELECT setting AS dir FROM pg_settings WHERE name = 'data_directory'`) as [{ dir: string }];
+  const postmaster = Number(fs.readFileSync(path.join(dir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+  const roots = new Map<number, string>([[process.pid, 'load'], [postmaster, 'postgres'], [baselineProxy.pid!, 'nginx']]);
+  for (const p of await listAll(stack.env)) {
+    const part = p.name === 'web' ? 'app' : p.name === 'baseline' ? 'app' : p.name === 'proxy' ? 'nginx' : undefined;
+    if (part) roots.set(p.pid, part);
+  }
+  return roots;
+}
+
+/** nginx with sitelog's own site config in front of the baseline, so the proxy's share shows on its own. */
+async function proxyFor(upstreamPort: number): Promise<{ url: string; child: ChildProcess; stop: () => Promise<void> }> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sitelog-bench-nginx-'));
+  fs.chmodSync(dir, 0o755);
+  const port = await freePort();
+  const conf = renderStandalone(dir, { upstreams: [`127.0.0.1:${upstreamPort}`], listen: `127.0.0.1:${port}` });
+  const child = spawn(findNginx() ?? 'nginx', ['-e', 'stderr', '-c', conf], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor('nginx in front of the baseline', async () => (await fetch(`${url}/api/logs/1`, { headers: { authorization: `Bearer ${API_TOKEN}` } })).status === 200);
+  return {
+    url,
+    child,
+    async stop() {
+      if (child.exitCode === null) {
+        const exited = once(child, 'exit');
+        child.kill('SIGQUIT'); // nginx's graceful stop, by the pid we started
+        await exited;
+      }
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
 
 async function load(url: string, endpoint: string, id: number): Promise<autocannon.Result> {
   const auth = { authorization: `Bearer ${API_TOKEN}` };
@@ -137,7 +188,7 @@ async function load(url: string, endpoint: string, id: number): Promise<autocann
 function chart(rows: Row[]): string {
   const endpoints = [...new Set(rows.map((r) => r.endpoint))];
   const setups = [...new Set(rows.map((r) => r.setup))];
-  const colors = ['#6b7280', '#2563eb', '#16a34a'];
+  const colors = ['#6b7280', '#a3a3a3', '#2563eb', '#16a34a'];
   const max = Math.max(...rows.map((r) => r.rps));
   const maxP99 = Math.max(...rows.map((r) => r.p99));
   const w = 720;
@@ -165,6 +216,7 @@ ${bars.join('\n')}${labels.join('')}${legend.join('')}<circle cx="${20 + setups.
 async function main(): Promise<void> {
   const log = (line: string) => process.stdout.write(`${line}\n`);
   const postgres = await startPostgres();
+  let baselineProxy: Awaited<ReturnType<typeof proxyFor>> | undefined;
   const stack = await Stack.create({ instances: 2, databaseUrl: postgres.url('sitelog'), proxy: true, env: { LOG_LEVEL: 'info' } });
   try {
     // the PM2 daemon is already up, as on a server: the figure is the app's start, not the daemon's
@@ -187,11 +239,15 @@ async function main(): Promise<void> {
     });
     await waitFor('baseline answering', async () => (await fetch(`http://127.0.0.1:${basePort}/api/logs/1`, { headers: { authorization: `Bearer ${API_TOKEN}` } })).status === 200);
 
+    baselineProxy = await proxyFor(basePort);
     const setups: Array<[string, string]> = [
       ['baseline (node:http + pg)', `http://127.0.0.1:${basePort}`],
+      ['baseline via nginx', baselineProxy.url],
       ['sitelog direct', `http://127.0.0.1:${stack.port}`],
       ['sitelog via nginx', `http://127.0.0.1:${stack.proxyPort}`],
     ];
+    const sitelogVia = setups[3]![1];
+    const roots = await parts(stack, postgres, baselineProxy.child);
     const endpoints = ['GET /api/logs/:id', 'GET /api/logs?limit=20', 'POST /api/logs'];
     // warm-up: JIT, pools, nginx keepalive
     for (const [, url] of setups) await autocannon({ url: `${url}/api/logs/${id}`, headers: { authorization: `Bearer ${API_TOKEN}` }, connections: 16, duration: 2 });
@@ -202,10 +258,13 @@ async function main(): Promise<void> {
     let sitelogRequests = 0;
     for (const endpoint of endpoints) {
       for (const [setup, url] of setups) {
+        const before = cpuSnapshot(roots);
         const r = await load(url, endpoint, Number(id));
-        if (setup !== setups[0]![0]) sitelogRequests += r.requests.total;
-        rows.push({ setup, endpoint, rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, non2xx: r.non2xx, errors: r.errors });
-        log(`${setup.padEnd(26)} ${endpoint.padEnd(24)} ${Math.round(r.requests.average)} req/s p50 ${r.latency.p50} ms p99 ${r.latency.p99} ms non2xx ${r.non2xx}`);
+        const cpuUs = cpuPerRequest(before, cpuSnapshot(roots), r.requests.total);
+        if (setup.startsWith('sitelog')) sitelogRequests += r.requests.total;
+        rows.push({ setup, endpoint, rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, non2xx: r.non2xx, errors: r.errors, cpuUs });
+        const cpu = Object.entries(cpuUs).map(([part, us]) => `${part} ${us}`).join(', ');
+        log(`${setup.padEnd(26)} ${endpoint.padEnd(24)} ${Math.round(r.requests.average)} req/s p50 ${r.latency.p50} ms p99 ${r.latency.p99} ms non2xx ${r.non2xx} | CPU µs/request: ${cpu}`);
       }
     }
     for (const row of rows) row.ratio = row.rps / rows.find((r) => r.endpoint === row.endpoint && r.setup === setups[0]![0])!.rps;
@@ -213,7 +272,7 @@ async function main(): Promise<void> {
 
     // memory over a long run: RSS after 100k and after 200k requests through nginx
     const soak = async () => {
-      const r = await autocannon({ url: `${setups[2]![1]}/api/logs/${id}`, headers: { authorization: `Bearer ${API_TOKEN}` }, connections: CONNECTIONS, amount: SOAK_REQUESTS, timeout: 10 });
+      const r = await autocannon({ url: `${sitelogVia}/api/logs/${id}`, headers: { authorization: `Bearer ${API_TOKEN}` }, connections: CONNECTIONS, amount: SOAK_REQUESTS, timeout: 10 });
       log(`soak: ${r.requests.total} requests, ${r.non2xx} non-2xx, ${r.errors} errors, ${r.timeouts} timeouts`);
       return rss();
     };
@@ -234,7 +293,7 @@ async function main(): Promise<void> {
       const seeded = Date.now();
       await seed(postgres, step);
       log(`seeded ${step} rows in ${((Date.now() - seeded) / 1000).toFixed(1)} s`);
-      for (const r of await scale(postgres, db, setups[2]![1], step, explain)) {
+      for (const r of await scale(postgres, db, sitelogVia, step, explain)) {
         scaleRows.push(r);
         log(`${String(step).padStart(9)} rows  ${r.query.padEnd(26)} http median ${r.httpMedianMs.toFixed(1)} ms  server ${r.serverMs.toFixed(2)} ms  ${r.index}`);
       }
@@ -249,9 +308,16 @@ async function main(): Promise<void> {
       '',
       `${CONNECTIONS} connections, ${DURATION_S} s per cell, 2 instances each, everything on loopback on this machine.`,
       '',
-      '| setup | endpoint | req/s | × baseline | p50 | p99 | non-2xx |',
-      '|---|---|---|---|---|---|---|',
-      ...rows.map((r) => `| ${r.setup} | ${r.endpoint} | ${Math.round(r.rps)} | ${r.ratio!.toFixed(2)} | ${r.p50} ms | ${r.p99} ms | ${r.non2xx} |`),
+      '| setup | endpoint | req/s | × baseline | p50 | p99 | non-2xx | CPU µs/request: app | nginx | postgres | load generator | other | total |',
+      '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+      ...rows.map((r) => {
+        const c = r.cpuUs;
+        const total = Object.values(c).reduce((a, b) => a + b, 0);
+        const cpu = [c['app'], c['nginx'], c['postgres'], c['load'], c['other']].map((us) => us ?? 0).join(' | ');
+        return `| ${r.setup} | ${r.endpoint} | ${Math.round(r.rps)} | ${r.ratio!.toFixed(2)} | ${r.p50} ms | ${r.p99} ms | ${r.non2xx} | ${cpu} | ${total} |`;
+      }),
+      '',
+      'CPU per request is read from /proc for the processes of each part (2 cores: at saturation req/s ≈ 2 s / total).',
       '',
       `- pm2 start → all instances ready (database up): ${startToReadyMs} ms`,
       `- pm2 reload of 2 instances: ${reloadMs} ms`,
@@ -271,6 +337,7 @@ async function main(): Promise<void> {
     fs.writeFileSync(path.join(OUT, 'explain.md'), `# EXPLAIN (ANALYZE, BUFFERS) of the scale run (${results.date})\n\n${explain.join('\n')}`);
     log(`\n${md}`);
   } finally {
+    await baselineProxy?.stop();
     await stack.stop();
     await postgres.stop();
   }
