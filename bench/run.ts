@@ -10,7 +10,7 @@ import { listAll, pm2 } from '../src/ops/pm2.js';
 import { cpuPerRequest, cpuSnapshot } from './cpu.js';
 import { freePort } from '../test/support/ports.js';
 import { startPostgres } from '../test/support/postgres.js';
-import { API_TOKEN, Stack } from '../test/support/stack.js';
+import { authHeaders, Stack } from '../test/support/stack.js';
 import { waitFor } from '../test/support/wait.js';
 import { listLogsStatement } from '../src/logs/queries.js';
 import { encodeCursor, listLogsQuery } from '../src/logs/schema.js';
@@ -81,7 +81,7 @@ async function seed(postgres: TestPostgres, rows: number): Promise<void> {
 
 /** First page, a page deep in the history, stype + time range, text search: HTTP through nginx and EXPLAIN ANALYZE. */
 async function scale(postgres: TestPostgres, db: pg.Client, proxy: string, rows: number, explain: string[]): Promise<ScaleRow[]> {
-  const auth = { authorization: `Bearer ${API_TOKEN}` };
+  const auth = authHeaders();
   // a cursor four fifths of the way back, a month of one stype in the middle, one entry's hash
   const [deep] = await postgres.query<{ timestamp: Date; id: string }>(
     'sitelog',
@@ -139,13 +139,20 @@ type Row = {
   cpuUs: Record<string, number>;
 };
 
+/** PM2 apps of the bench and the part their processes count for. */
+const APP_PARTS: Record<string, string> = { web: 'app', baseline: 'app', proxy: 'nginx' };
+
+/** Waits until `url` answers an API read: the bench's servers are up. */
+const answering = (what: string, url: string) =>
+  waitFor(what, async () => (await fetch(`${url}/api/logs/1`, { headers: authHeaders() })).status === 200);
+
 /** The processes of each part, by the pid they descend from (for the CPU per request). */
 async function parts(stack: Stack, postgres: TestPostgres, baselineProxy: ChildProcess): Promise<Map<number, string>> {
   const [{ dir }] = await postgres.query<{ dir: string }>('sitelog', `SELECT setting AS dir FROM pg_settings WHERE name = 'data_directory'`) as [{ dir: string }];
   const postmaster = Number(fs.readFileSync(path.join(dir, 'postmaster.pid'), 'utf8').split('\n')[0]);
   const roots = new Map<number, string>([[process.pid, 'load'], [postmaster, 'postgres'], [baselineProxy.pid!, 'nginx']]);
   for (const p of await listAll(stack.env)) {
-    const part = p.name === 'web' ? 'app' : p.name === 'baseline' ? 'app' : p.name === 'proxy' ? 'nginx' : undefined;
+    const part = APP_PARTS[p.name];
     if (part) roots.set(p.pid, part);
   }
   return roots;
@@ -159,7 +166,7 @@ async function proxyFor(upstreamPort: number): Promise<{ url: string; child: Chi
   const conf = renderStandalone(dir, { upstreams: [`127.0.0.1:${upstreamPort}`], listen: `127.0.0.1:${port}` });
   const child = spawn(findNginx() ?? 'nginx', ['-e', 'stderr', '-c', conf], { stdio: ['ignore', 'ignore', 'inherit'] });
   const url = `http://127.0.0.1:${port}`;
-  await waitFor('nginx in front of the baseline', async () => (await fetch(`${url}/api/logs/1`, { headers: { authorization: `Bearer ${API_TOKEN}` } })).status === 200);
+  await answering('nginx in front of the baseline', url);
   return {
     url,
     child,
@@ -175,7 +182,7 @@ async function proxyFor(upstreamPort: number): Promise<{ url: string; child: Chi
 }
 
 async function load(url: string, endpoint: string, id: number): Promise<autocannon.Result> {
-  const auth = { authorization: `Bearer ${API_TOKEN}` };
+  const auth = authHeaders();
   const opts: autocannon.Options =
     endpoint === 'POST /api/logs'
       ? { url: `${url}/api/logs`, method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify({ stype: 'app', description: 'bench write' }) }
@@ -237,7 +244,7 @@ async function main(): Promise<void> {
       ...stack.env,
       PORT: String(basePort),
     });
-    await waitFor('baseline answering', async () => (await fetch(`http://127.0.0.1:${basePort}/api/logs/1`, { headers: { authorization: `Bearer ${API_TOKEN}` } })).status === 200);
+    await answering('baseline answering', `http://127.0.0.1:${basePort}`);
 
     baselineProxy = await proxyFor(basePort);
     const setups: Array<[string, string]> = [
@@ -250,7 +257,7 @@ async function main(): Promise<void> {
     const roots = await parts(stack, postgres, baselineProxy.child);
     const endpoints = ['GET /api/logs/:id', 'GET /api/logs?limit=20', 'POST /api/logs'];
     // warm-up: JIT, pools, nginx keepalive
-    for (const [, url] of setups) await autocannon({ url: `${url}/api/logs/${id}`, headers: { authorization: `Bearer ${API_TOKEN}` }, connections: 16, duration: 2 });
+    for (const [, url] of setups) await autocannon({ url: `${url}/api/logs/${id}`, headers: authHeaders(), connections: 16, duration: 2 });
     const rss = async () => (await stack.processes('web')).map((p) => Math.round(((p as unknown as { monit?: { memory: number } }).monit?.memory ?? 0) / 1048576));
     const rssWarm = await rss();
 
@@ -272,7 +279,7 @@ async function main(): Promise<void> {
 
     // memory over a long run: RSS after 100k and after 200k requests through nginx
     const soak = async () => {
-      const r = await autocannon({ url: `${sitelogVia}/api/logs/${id}`, headers: { authorization: `Bearer ${API_TOKEN}` }, connections: CONNECTIONS, amount: SOAK_REQUESTS, timeout: 10 });
+      const r = await autocannon({ url: `${sitelogVia}/api/logs/${id}`, headers: authHeaders(), connections: CONNECTIONS, amount: SOAK_REQUESTS, timeout: 10 });
       log(`soak: ${r.requests.total} requests, ${r.non2xx} non-2xx, ${r.errors} errors, ${r.timeouts} timeouts`);
       return rss();
     };
