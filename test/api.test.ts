@@ -54,6 +54,26 @@ describe('health', () => {
   });
 });
 
+describe('security headers', () => {
+  test('when the API answers, then it carries the headers of a JSON API, not those of a page', async () => {
+    for (const path of ['/api/logs?limit=1', '/api/logs/999999', '/healthz']) {
+      const response = await fetch(`${app.base}${path}`, { headers: authHeaders() });
+      assert.equal(response.headers.get('content-security-policy'), "default-src 'none'; frame-ancestors 'none'", path);
+      assert.equal(response.headers.get('x-content-type-options'), 'nosniff', path);
+      assert.equal(response.headers.get('x-frame-options'), 'DENY', path);
+      assert.equal(response.headers.get('cache-control'), 'no-store', path);
+      assert.equal(response.headers.get('referrer-policy'), null, path);
+    }
+  });
+
+  test('when a page is served, then it carries helmet\'s document headers', async () => {
+    const response = await fetch(`${app.base}/`);
+    assert.match(response.headers.get('content-security-policy')!, /default-src 'self'/);
+    assert.equal(response.headers.get('referrer-policy'), 'no-referrer');
+    assert.equal(response.headers.get('x-frame-options'), 'SAMEORIGIN');
+  });
+});
+
 describe('POST /api/logs', () => {
   test('when an entry is posted, then it is stored with the caller, host and instance, and can be read back', async () => {
     const { response, body } = await post({ stype: 'app', description: 'hello' }, { 'user-agent': 'sitelog-test/1' });
