@@ -16,7 +16,7 @@ import { listLogsStatement } from '../src/logs/queries.js';
 import { encodeCursor, listLogsQuery } from '../src/logs/schema.js';
 import type { TestPostgres } from '../test/support/postgres.js';
 
-// `npm run bench`: the baseline (node:http + pg under PM2 cluster), sitelog direct and sitelog
+// `npm run bench`: the baseline (node:http + pg under PM2 cluster), the Express floor, sitelog direct and sitelog
 // through nginx, side by side in one run, everything on loopback with its own ports and PM2_HOME.
 
 const OUT = path.join(__dirname, 'results');
@@ -140,17 +140,17 @@ type Row = {
 };
 
 /** PM2 apps of the bench and the part their processes count for. */
-const APP_PARTS: Record<string, string> = { web: 'app', baseline: 'app', proxy: 'nginx' };
+const APP_PARTS: Record<string, string> = { web: 'app', baseline: 'app', 'express-floor': 'app', proxy: 'nginx' };
 
 /** Waits until `url` answers an API read: the bench's servers are up. */
 const answering = (what: string, url: string) =>
   waitFor(what, async () => (await fetch(`${url}/api/logs/1`, { headers: authHeaders() })).status === 200);
 
 /** The processes of each part, by the pid they descend from (for the CPU per request). */
-async function parts(stack: Stack, postgres: TestPostgres, baselineProxy: ChildProcess): Promise<Map<number, string>> {
+async function parts(stack: Stack, postgres: TestPostgres, proxies: ChildProcess[]): Promise<Map<number, string>> {
   const [{ dir }] = await postgres.query<{ dir: string }>('sitelog', `SELECT setting AS dir FROM pg_settings WHERE name = 'data_directory'`) as [{ dir: string }];
   const postmaster = Number(fs.readFileSync(path.join(dir, 'postmaster.pid'), 'utf8').split('\n')[0]);
-  const roots = new Map<number, string>([[process.pid, 'load'], [postmaster, 'postgres'], [baselineProxy.pid!, 'nginx']]);
+  const roots = new Map<number, string>([[process.pid, 'load'], [postmaster, 'postgres'], ...proxies.map((p): [number, string] => [p.pid!, 'nginx'])]);
   for (const p of await listAll(stack.env)) {
     const part = APP_PARTS[p.name];
     if (part) roots.set(p.pid, part);
@@ -158,7 +158,7 @@ async function parts(stack: Stack, postgres: TestPostgres, baselineProxy: ChildP
   return roots;
 }
 
-/** nginx with sitelog's own site config in front of the baseline, so the proxy's share shows on its own. */
+/** nginx with sitelog's own site config in front of a reference server, so the proxy's share shows on its own. */
 async function proxyFor(upstreamPort: number): Promise<{ url: string; child: ChildProcess; stop: () => Promise<void> }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sitelog-bench-nginx-'));
   fs.chmodSync(dir, 0o755);
@@ -166,7 +166,7 @@ async function proxyFor(upstreamPort: number): Promise<{ url: string; child: Chi
   const conf = renderStandalone(dir, { upstreams: [`127.0.0.1:${upstreamPort}`], listen: `127.0.0.1:${port}` });
   const child = spawn(findNginx() ?? 'nginx', ['-e', 'stderr', '-c', conf], { stdio: ['ignore', 'ignore', 'inherit'] });
   const url = `http://127.0.0.1:${port}`;
-  await answering('nginx in front of the baseline', url);
+  await answering(`nginx in front of 127.0.0.1:${upstreamPort}`, url);
   return {
     url,
     child,
@@ -195,10 +195,10 @@ async function load(url: string, endpoint: string, id: number): Promise<autocann
 function chart(rows: Row[]): string {
   const endpoints = [...new Set(rows.map((r) => r.endpoint))];
   const setups = [...new Set(rows.map((r) => r.setup))];
-  const colors = ['#6b7280', '#a3a3a3', '#2563eb', '#16a34a'];
+  const colors = ['#6b7280', '#a3a3a3', '#d97706', '#2563eb', '#16a34a'];
   const max = Math.max(...rows.map((r) => r.rps));
   const maxP99 = Math.max(...rows.map((r) => r.p99));
-  const w = 720;
+  const w = 900;
   const h = 260;
   const group = w / endpoints.length;
   const bar = (group - 40) / setups.length;
@@ -214,16 +214,16 @@ function chart(rows: Row[]): string {
     }),
   );
   const labels = endpoints.map((e, i) => `<text x="${i * group + group / 2}" y="228" font-size="12" text-anchor="middle">${e}</text>`);
-  const legend = setups.map((s, j) => `<rect x="${20 + j * 170}" y="240" width="12" height="12" fill="${colors[j]}"/><text x="${36 + j * 170}" y="250" font-size="12">${s}</text>`);
+  const legend = setups.map((s, j) => `<rect x="${20 + j * 160}" y="240" width="12" height="12" fill="${colors[j]}"/><text x="${36 + j * 160}" y="250" font-size="12">${s}</text>`);
   return `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${w} ${h}" font-family="sans-serif">
 <text x="10" y="16" font-size="13">req/s (bars) and p99 latency (red dots, scaled to ${maxP99} ms), ${CONNECTIONS} connections, ${DURATION_S} s each</text>
-${bars.join('\n')}${labels.join('')}${legend.join('')}<circle cx="${20 + setups.length * 170}" cy="246" r="4" fill="#dc2626"/><text x="${28 + setups.length * 170}" y="250" font-size="12">p99</text></svg>`;
+${bars.join('\n')}${labels.join('')}${legend.join('')}<circle cx="${20 + setups.length * 160}" cy="246" r="4" fill="#dc2626"/><text x="${28 + setups.length * 160}" y="250" font-size="12">p99</text></svg>`;
 }
 
 async function main(): Promise<void> {
   const log = (line: string) => process.stdout.write(`${line}\n`);
   const postgres = await startPostgres();
-  let baselineProxy: Awaited<ReturnType<typeof proxyFor>> | undefined;
+  const proxies: Array<Awaited<ReturnType<typeof proxyFor>>> = [];
   const stack = await Stack.create({ instances: 2, databaseUrl: postgres.url('sitelog'), proxy: true, env: { LOG_LEVEL: 'info' } });
   try {
     // the PM2 daemon is already up, as on a server: the figure is the app's start, not the daemon's
@@ -239,22 +239,27 @@ async function main(): Promise<void> {
     );
     const [{ id }] = (await postgres.query<{ id: string }>('sitelog', 'SELECT max(id) AS id FROM system_logs')) as [{ id: string }];
 
-    const basePort = await freePort();
-    await pm2(['start', path.join(__dirname, 'baseline.js'), '-i', '2', '--name', 'baseline', '--wait-ready'], {
-      ...stack.env,
-      PORT: String(basePort),
-    });
-    await answering('baseline answering', `http://127.0.0.1:${basePort}`);
-
-    baselineProxy = await proxyFor(basePort);
+    /** A reference server (reference.js) under PM2 in cluster mode like web, and nginx in front of it. */
+    const reference = async (name: string) => {
+      const port = await freePort();
+      await pm2(['start', path.join(__dirname, `${name}.js`), '-i', '2', '--name', name, '--wait-ready'], { ...stack.env, PORT: String(port) });
+      const url = `http://127.0.0.1:${port}`;
+      await answering(`${name} answering`, url);
+      const proxy = await proxyFor(port);
+      proxies.push(proxy);
+      return { url, proxied: proxy.url };
+    };
+    const baseline = await reference('baseline');
+    const floor = await reference('express-floor');
     const setups: Array<[string, string]> = [
-      ['baseline (node:http + pg)', `http://127.0.0.1:${basePort}`],
-      ['baseline via nginx', baselineProxy.url],
+      ['baseline (node:http + pg)', baseline.url],
+      ['baseline via nginx', baseline.proxied],
+      ['Express floor via nginx', floor.proxied],
       ['sitelog direct', `http://127.0.0.1:${stack.port}`],
       ['sitelog via nginx', `http://127.0.0.1:${stack.proxyPort}`],
     ];
-    const sitelogVia = setups[3]![1];
-    const roots = await parts(stack, postgres, baselineProxy.child);
+    const sitelogVia = setups[4]![1];
+    const roots = await parts(stack, postgres, proxies.map((p) => p.child));
     const endpoints = ['GET /api/logs/:id', 'GET /api/logs?limit=20', 'POST /api/logs'];
     // warm-up: JIT, pools, nginx keepalive
     for (const [, url] of setups) await autocannon({ url: `${url}/api/logs/${id}`, headers: authHeaders(), connections: 16, duration: 2 });
@@ -344,7 +349,7 @@ async function main(): Promise<void> {
     fs.writeFileSync(path.join(OUT, 'explain.md'), `# EXPLAIN (ANALYZE, BUFFERS) of the scale run (${results.date})\n\n${explain.join('\n')}`);
     log(`\n${md}`);
   } finally {
-    await baselineProxy?.stop();
+    for (const proxy of proxies) await proxy.stop();
     await stack.stop();
     await postgres.stop();
   }
