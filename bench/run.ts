@@ -16,8 +16,9 @@ import { listLogsStatement } from '../src/logs/queries.js';
 import { encodeCursor, listLogsQuery } from '../src/logs/schema.js';
 import type { TestPostgres } from '../test/support/postgres.js';
 
-// `npm run bench`: the baseline (node:http + pg under PM2 cluster), the Express floor, sitelog direct and sitelog
-// through nginx, side by side in one run, everything on loopback with its own ports and PM2_HOME.
+// `npm run bench`: the baseline (node:http + pg under PM2 cluster), the Express floor, sitelog
+// direct and sitelog through nginx, side by side in one run, everything on loopback with its own
+// ports and PM2_HOME.
 
 const OUT = path.join(__dirname, 'results');
 const CONNECTIONS = 64;
@@ -251,14 +252,14 @@ async function main(): Promise<void> {
     };
     const baseline = await reference('baseline');
     const floor = await reference('express-floor');
+    const sitelogVia = `http://127.0.0.1:${stack.proxyPort}`;
     const setups: Array<[string, string]> = [
       ['baseline (node:http + pg)', baseline.url],
       ['baseline via nginx', baseline.proxied],
       ['Express floor via nginx', floor.proxied],
       ['sitelog direct', `http://127.0.0.1:${stack.port}`],
-      ['sitelog via nginx', `http://127.0.0.1:${stack.proxyPort}`],
+      ['sitelog via nginx', sitelogVia],
     ];
-    const sitelogVia = setups[4]![1];
     const roots = await parts(stack, postgres, proxies.map((p) => p.child));
     const endpoints = ['GET /api/logs/:id', 'GET /api/logs?limit=20', 'POST /api/logs'];
     // warm-up: JIT, pools, nginx keepalive
