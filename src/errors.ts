@@ -41,19 +41,26 @@ const BODY_PARSER_ERRORS: Record<string, [number, string, string]> = {
 
 const UNAVAILABLE_SOCKET_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT']);
 
+/** An error's code (SQLSTATE or socket) and text, its wrapped cause's first: Sequelize wraps pg's errors. */
+function facts(err: unknown): { name?: string; code?: string; text: string } {
+  const e = err as { name?: string; code?: string; message?: string; parent?: { code?: string; message?: string } };
+  return { name: e.name, code: e.parent?.code ?? e.code, text: `${e.message ?? ''} ${e.parent?.message ?? ''}` };
+}
+
 /** Whether an error means "the database is not there right now" rather than "your request is wrong". */
 function isDatabaseUnavailable(err: unknown): boolean {
   if (err instanceof ConnectionError || err instanceof TimeoutError) return true;
-  const e = err as { code?: string; message?: string; parent?: { code?: string; message?: string } };
-  const code = e.parent?.code ?? e.code;
+  const { code, text } = facts(err);
   if (code !== undefined && (UNAVAILABLE_SQLSTATES.has(code) || UNAVAILABLE_SOCKET_CODES.has(code))) return true;
   // pg reports a dropped connection without a code; Sequelize may wrap it (e.g. a failed ROLLBACK)
-  const message = `${e.message ?? ''} ${e.parent?.message ?? ''}`;
   return (
     (err instanceof BaseError || err instanceof Error) &&
-    /Connection terminated|not queryable|connection error|terminating connection|ECONNREFUSED/i.test(message)
+    /Connection terminated|not queryable|connection error|terminating connection|ECONNREFUSED/i.test(text)
   );
 }
+
+// A statement cancelled by its timeout, no connection slot left: a busy server, not a gone one.
+const BUSY_SQLSTATES = new Set(['57014', '53300']);
 
 /**
  * Whether the database itself is gone (refused, dropped, shutting down), as opposed to slow or
@@ -62,10 +69,8 @@ function isDatabaseUnavailable(err: unknown): boolean {
  */
 export function isDatabaseGone(err: unknown): boolean {
   if (!isDatabaseUnavailable(err) || err instanceof TimeoutError) return false;
-  const e = err as { name?: string; code?: string; message?: string; parent?: { code?: string; message?: string } };
-  const code = e.parent?.code ?? e.code;
-  const message = `${e.message ?? ''} ${e.parent?.message ?? ''}`;
-  return !(e.name === 'SequelizeConnectionAcquireTimeoutError' || code === '57014' || code === '53300' || /timeout/i.test(message));
+  const { name, code, text } = facts(err);
+  return !(name === 'SequelizeConnectionAcquireTimeoutError' || (code !== undefined && BUSY_SQLSTATES.has(code)) || /timeout/i.test(text));
 }
 
 export function toHttpError(err: unknown): HttpError {

@@ -3,14 +3,14 @@ import { databaseUnavailable, sendHttpError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { clientFor } from './database.js';
 
+/** How long requests already in flight may wait for the database after the gate closed. */
+const PENDING_GRACE_MS = 300;
+
 /**
  * Closes when the database has gone away, so requests answer 503 at once instead of each trying a
  * connection of its own: hundreds of attempts a second would starve a restarting PostgreSQL of the
  * CPU it needs to come back. One probe per process reopens it as soon as a query succeeds.
  */
-/** How long requests already in flight may wait for the database after the gate closed. */
-const PENDING_GRACE_MS = 300;
-
 export class DatabaseGate {
   private closedSince: number | undefined;
   private probing: NodeJS.Timeout | undefined;
