@@ -1,7 +1,9 @@
-// The sitelog processes, as PM2 runs them. `pm2 start ecosystem.config.js` after `npm run build`.
-// PM2 evaluates this file in its CLI process at every start and reload.
+// The sitelog processes, as PM2 runs them: `npx pm2 start ecosystem.config.js` (npm install builds).
+// PM2 evaluates this file in its CLI process at every start and reload: it only declares. The
+// processes make what they need when they start (secrets, nginx's config).
+require('./src/ops/build-check.cjs').assertBuilt();
 const { DATABASE_WAIT_MS, SHUTDOWN_MS } = require('./dist/timeouts.js');
-const { prepareLocal, productionInstances } = require('./dist/ops/stack.js');
+const { localStack, productionInstances } = require('./dist/ops/stack.js');
 
 const argv = process.argv;
 const production = argv.some((arg, i) => arg === '--env=production' || (arg === '--env' && argv[i + 1] === 'production'));
@@ -42,10 +44,10 @@ if (production) {
 }
 
 if (!production) {
-  const local = prepareLocal(process.env);
+  const local = localStack(process.env);
   for (const notice of local.notices) process.stderr.write(`${notice}\n`);
   web.instances = local.instances;
-  web.env = local.webEnv;
+  web.env = local.env;
   if (local.db && !reloading) {
     apps.push({
       name: 'db',
@@ -60,21 +62,24 @@ if (!production) {
       stop_exit_codes: [78],
       // PostgreSQL's own lines carry no date; web's are pino JSON with one (a prefix would break it)
       time: true,
-      env: local.db.env,
+      env: local.env,
     });
   }
   if (local.proxy && !reloading) {
     apps.push({
       name: 'proxy',
       namespace: 'sitelog',
-      script: local.proxy.nginx,
-      args: local.proxy.args,
-      interpreter: 'none',
+      // renders nginx/ for this stack, then runs nginx in the foreground (src/ops/proxy.ts)
+      script: 'dist/ops/proxy.js',
+      args: ['-c', local.proxy.config],
+      cwd: __dirname,
       exec_mode: 'fork',
       // SIGQUIT: nginx's graceful stop, finishing the requests it has
       kill_signal: 'SIGQUIT',
       kill_timeout: 15_000,
+      stop_exit_codes: [78],
       time: true,
+      env: local.env,
     });
   }
 }

@@ -1,6 +1,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
+import { embeddedDatabaseUrl, loadOrCreateSecrets, SECRET_NAMES } from './secrets.js';
 
 const port = z.coerce.number().int().min(1).max(65535);
 
@@ -46,11 +47,15 @@ export const envFields = {
   NODE_APP_INSTANCE: z.coerce.number().int().min(0).default(0).describe('set by PM2: this instance id'),
   restart_time: z.coerce.number().int().min(0).default(0).describe('set by PM2: restarts of this instance'),
   EMBEDDED_PG_PORT: port.default(5433).describe('port of the embedded PostgreSQL (local stack only)'),
+  SECRETS_FILE: z
+    .string()
+    .optional()
+    .describe('set by ecosystem.config.js for the local stack: unset secrets come from this file, made on the first start'),
 };
 const schema = z.object(envFields);
 
 export type Config = Readonly<
-  Omit<z.infer<typeof schema>, 'WEB_INSTANCES' | 'NODE_APP_INSTANCE' | 'restart_time' | 'EMBEDDED_PG_PORT'> & {
+  Omit<z.infer<typeof schema>, 'WEB_INSTANCES' | 'NODE_APP_INSTANCE' | 'restart_time' | 'EMBEDDED_PG_PORT' | 'SECRETS_FILE'> & {
     WEB_INSTANCES: number;
     INSTANCE: number;
     PM2_RESTARTS: number;
@@ -66,7 +71,7 @@ export class ConfigError extends Error {
   }
 }
 
-const SECRET_KEYS = new Set(['API_TOKEN', 'ADMIN_PASSWORD', 'DATABASE_URL']);
+const SECRET_KEYS = new Set(['API_TOKEN', 'ADMIN_PASSWORD', 'DATABASE_URL', 'EMBEDDED_PG_PASSWORD']);
 
 /** Reads the environment once; reports every bad variable, one line each, without echoing secrets. */
 export function parseEnv<S extends z.ZodType>(schema: S, env: NodeJS.ProcessEnv): z.infer<S> {
@@ -83,8 +88,28 @@ export function parseEnv<S extends z.ZodType>(schema: S, env: NodeJS.ProcessEnv)
   );
 }
 
+/**
+ * The environment with the local stack's secrets filled in where unset. With SECRETS_FILE set (the
+ * local stack's ecosystem.config.js sets it), API_TOKEN, ADMIN_PASSWORD, EMBEDDED_PG_PASSWORD and,
+ * when DATABASE_URL is unset, the embedded server's URL come from that file, which is created on the
+ * first start. Without it (production) what is missing stays missing, and validation says so.
+ */
+export function withLocalSecrets(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const file = env['SECRETS_FILE'];
+  if (!file) return env;
+  const { secrets } = loadOrCreateSecrets(path.resolve(file));
+  const filled: NodeJS.ProcessEnv = { ...env };
+  for (const name of SECRET_NAMES) filled[name] ||= secrets[name];
+  const embeddedPort = envFields.EMBEDDED_PG_PORT.safeParse(env['EMBEDDED_PG_PORT'] || undefined);
+  if (embeddedPort.success) filled['DATABASE_URL'] ||= embeddedDatabaseUrl(embeddedPort.data, secrets.EMBEDDED_PG_PASSWORD);
+  return filled;
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
-  const { WEB_INSTANCES, NODE_APP_INSTANCE, restart_time, EMBEDDED_PG_PORT: _unused, ...rest } = parseEnv(schema, env);
+  const { WEB_INSTANCES, NODE_APP_INSTANCE, restart_time, EMBEDDED_PG_PORT: _port, SECRETS_FILE: _file, ...rest } = parseEnv(
+    schema,
+    withLocalSecrets(env),
+  );
   return Object.freeze({
     ...rest,
     DATA_DIR: path.resolve(rest.DATA_DIR),

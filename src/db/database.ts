@@ -49,37 +49,50 @@ export function clientFor(
   return client;
 }
 
+const codeOf = (err: unknown) => (err as { code?: string }).code;
+const BAD_CREDENTIALS = new Set(['28P01', '28000']);
+
 /**
- * Creates the database when it is missing. Instances starting at the same moment serialise on an
- * advisory lock in the maintenance database, so exactly one of them issues CREATE DATABASE.
+ * Makes sure the application database exists before anything connects to it: connecting to a
+ * missing database is what made PostgreSQL log `FATAL: database "…" does not exist` on the seed's
+ * first start. Checked from the maintenance database `postgres`; instances starting at the same
+ * moment serialise on an advisory lock there, so exactly one of them issues CREATE DATABASE.
+ * A server whose maintenance database this role may not use (a managed service, PgBouncer) is not
+ * checked: the application database must then exist, and connecting says so if it does not.
  */
 async function ensureDatabase(url: string, logger: Logger): Promise<void> {
   const name = databaseName(url);
   const admin = clientFor(url, 'postgres', 'sitelog-create-database');
-  await admin.connect();
   try {
-    await admin.query('SELECT pg_advisory_lock($1)', [LOCK_CREATE_DATABASE]);
-    const { rowCount } = await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
-    if (rowCount === 0) {
-      await admin.query(`CREATE DATABASE ${admin.escapeIdentifier(name)}`);
-      logger.info({ database: name }, 'database created');
-    }
+    await admin.connect();
   } catch (err) {
-    const code = (err as { code?: string }).code;
-    if (code === '42501') {
+    await admin.end().catch(() => undefined);
+    if (isRetryable(err) || BAD_CREDENTIALS.has(codeOf(err) ?? '')) throw err;
+    logger.debug({ code: codeOf(err) }, 'maintenance database not available; not checking that the database exists');
+    return;
+  }
+  const exists = async () => (await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [name])).rowCount === 1;
+  try {
+    if (await exists()) return;
+    await admin.query('SELECT pg_advisory_lock($1)', [LOCK_CREATE_DATABASE]);
+    if (await exists()) return;
+    await admin.query(`CREATE DATABASE ${admin.escapeIdentifier(name)}`);
+    logger.info({ database: name }, 'database created');
+  } catch (err) {
+    if (codeOf(err) === '42501') {
       throw new FatalDatabaseError(`database "${name}" does not exist and this role may not create it`);
     }
     // 42P04: created by someone else between our check and our CREATE (another host, no lock shared).
-    if (code !== '42P04') throw err;
+    if (codeOf(err) !== '42P04') throw err;
   } finally {
     await admin.end().catch(() => undefined);
   }
 }
 
 /**
- * Connects a client of its own to the application database, waiting for the server with capped
- * exponential backoff and creating the database
- * on the first start.
+ * Connects a client of its own to the application database, creating the database on the first
+ * start and waiting for the server with capped exponential backoff. A server that is still
+ * starting is expected on a first start, so waiting is logged at info.
  */
 export async function connectWithRetry(
   url: string,
@@ -90,26 +103,25 @@ export async function connectWithRetry(
   const deadline = Date.now() + opts.timeoutMs;
   let delay = 100;
   let attempt = 0;
+  let ensured = false;
   for (;;) {
     attempt += 1;
     const client = clientFor(url, undefined, applicationName);
     try {
+      if (!ensured) await ensureDatabase(url, logger);
+      ensured = true;
       await client.connect();
       if (attempt > 1) logger.info({ attempt }, 'database is reachable');
       return client;
     } catch (err) {
       await client.end().catch(() => undefined);
-      const code = (err as { code?: string }).code;
-      if (code === '3D000') {
-        await ensureDatabase(url, logger);
-        continue;
-      }
-      if (code === '28P01' || code === '28000') {
-        throw new FatalDatabaseError(`database refused our credentials (${code})`);
-      }
+      const code = codeOf(err);
+      if (err instanceof FatalDatabaseError) throw err;
+      if (code === '3D000') throw new FatalDatabaseError(`database "${databaseName(url)}" does not exist (${(err as Error).message})`);
+      if (code && BAD_CREDENTIALS.has(code)) throw new FatalDatabaseError(`database refused our credentials (${code})`);
       if (!isRetryable(err) || Date.now() + delay > deadline || opts.signal?.aborted) throw err;
       if (attempt === 1 || attempt % 40 === 0) {
-        logger.warn({ attempt, code, retryInMs: delay }, 'waiting for the database');
+        logger.info({ attempt, code, retryInMs: delay }, 'waiting for the database');
       }
       await sleep(delay);
       // capped low: one attempt per process every 250 ms costs the server nothing, and a database

