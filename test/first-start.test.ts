@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startPostgres, type TestPostgres } from './support/postgres.js';
-import { Stack } from './support/stack.js';
+import { Stack, uncleanLines } from './support/stack.js';
 import { waitFor } from './support/wait.js';
 
 // The seed's second failure: "database does not exist" on the first start.
@@ -22,6 +22,7 @@ describe('first start', { timeout: 120_000 }, () => {
     const stack = await Stack.create({ instances: 4, databaseUrl: postgres.url('fresh_site') });
     try {
       assert.equal((await postgres.query('postgres', `SELECT 1 FROM pg_database WHERE datname = 'fresh_site'`)).length, 0);
+      const serverLogBefore = postgres.log().length;
       await stack.start();
 
       const applied = await postgres.query<{ name: string }>('fresh_site', 'SELECT name FROM sitelog_migrations');
@@ -45,6 +46,9 @@ describe('first start', { timeout: 120_000 }, () => {
       assert.equal(stderr, '');
       const starts = await postgres.query('fresh_site', `SELECT 1 FROM system_logs WHERE description = 'server started'`);
       assert.equal(starts.length, 1);
+      // the incident's words: nothing connected to the database before it existed
+      assert.deepEqual(uncleanLines(postgres.log().slice(serverLogBefore)), [], 'PostgreSQL logged no FATAL or ERROR');
+      assert.deepEqual(uncleanLines(stack.logText()), [], 'no app logged an error');
     } finally {
       await stack.stop();
     }

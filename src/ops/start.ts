@@ -32,7 +32,9 @@ export function lastErrorLines(proc: Pm2Process, count = 8): string[] {
   const isFrame = (line: string) => /^\s+at\s/.test(line) || /^\s*\^+\s*$/.test(line);
   const errors = read(proc.pm2_env.pm_err_log_path).filter((l) => !isFrame(l));
   const loud = read(proc.pm2_env.pm_out_log_path).filter((l) => /"level":(50|60)|\b(FATAL|PANIC|ERROR)\b/.test(l));
-  return (errors.length > 0 ? errors : loud).slice(-count);
+  // the same line from each restart is said once (PM2's `time` prefix differs)
+  const unique = [...new Map((errors.length > 0 ? errors : loud).map((l) => [l.replace(/^\S+: /, ''), l])).values()];
+  return unique.slice(-count);
 }
 
 /** Why an app is not coming up, judged against its restart count when the wait began; or undefined. */
@@ -69,6 +71,19 @@ async function waitReady(
       throw new StartFailed(`sitelog: not ready after ${READY_WITHIN_MS / 1000} s (${web.length} of ${expected} web instances online); see: npx pm2 logs`);
     }
     await sleep(POLL_MS);
+  }
+}
+
+/**
+ * Stops the apps and makes sure they stay stopped: a stop that lands while PM2 is relaunching a
+ * crashed process can be followed by that relaunch.
+ */
+async function stopApps(names: string[]): Promise<void> {
+  for (let attempt = 0; attempt < 10; attempt += 1) {
+    const running = (await list()).filter((p) => names.includes(p.name) && p.pm2_env.status !== 'stopped');
+    if (running.length === 0) return;
+    for (const name of new Set(running.map((p) => p.name))) await pm2(['stop', name]).catch(() => undefined);
+    await sleep(300);
   }
 }
 
@@ -111,7 +126,7 @@ async function main(): Promise<void> {
     cli.abort();
     await starting;
     // on a first start nothing is left restarting behind the user's back; npx pm2 logs keeps every line
-    if (firstStart) for (const name of missing) await pm2(['stop', name]).catch(() => undefined);
+    if (firstStart) await stopApps(missing);
     throw err;
   }
   out(`  open      ${stack.url}${stack.proxy ? '  (through nginx)' : '  (the web instances directly)'}`);

@@ -11,6 +11,8 @@ export type TestPostgres = {
   query: <R extends pg.QueryResultRow = Record<string, unknown>>(database: string, sql: string, params?: unknown[]) => Promise<R[]>;
   stop: () => Promise<void>;
   start: () => Promise<void>;
+  /** Everything the server has written to its log so far. */
+  log: () => string;
 };
 
 /**
@@ -24,6 +26,7 @@ export async function startPostgres(network?: { address: string; subnet: string 
   const EmbeddedPostgres = await loadEmbeddedPostgres();
   const port = await freePort();
   const password = 'test-password';
+  const log: string[] = [];
   const server = new EmbeddedPostgres({
     databaseDir: path.join(dir, 'data'),
     port,
@@ -33,7 +36,7 @@ export async function startPostgres(network?: { address: string; subnet: string 
     createPostgresUser: process.getuid?.() === 0,
     initdbFlags: ['--encoding=UTF8', '--locale=C.UTF-8'],
     postgresFlags: ['-c', `listen_addresses=127.0.0.1${network ? `,${network.address}` : ''}`, '-c', 'unix_socket_directories=', '-c', 'fsync=off'],
-    onLog: () => undefined,
+    onLog: (message: unknown) => log.push(String(message)),
     onError: () => undefined,
   });
   await server.initialise();
@@ -53,6 +56,7 @@ export async function startPostgres(network?: { address: string; subnet: string 
       }
     },
     start: () => server.start(),
+    log: () => log.join(''),
     async stop() {
       await server.stop();
       fs.rmSync(dir, { recursive: true, force: true });

@@ -1,6 +1,8 @@
+import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import { listAll, pm2, type Pm2Process } from '../../src/ops/pm2.js';
 import { freePort } from './ports.js';
 import { waitFor } from './wait.js';
@@ -119,11 +121,48 @@ export class Stack {
       .map((line) => JSON.parse(line) as Record<string, unknown>);
   }
 
+  /** `npm start`'s own program (the suite has built already), in this stack's environment. */
+  async npmStart(): Promise<{ code: number; output: string; ms: number }> {
+    return runStart(this.env, ROOT);
+  }
+
+  /** Every line every app wrote to PM2's log files. */
+  logText(): string {
+    if (!fs.existsSync(this.logDir)) return '';
+    return fs
+      .readdirSync(this.logDir)
+      .map((f) => fs.readFileSync(path.join(this.logDir, f), 'utf8'))
+      .join('\n');
+  }
+
   async stop(): Promise<void> {
     await this.pm2('kill').catch(() => undefined);
     // SITELOG_KEEP_STACKS=1 keeps PM2 logs and data for a post-mortem
     if (!process.env['SITELOG_KEEP_STACKS']) fs.rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+const ROOT = path.resolve(__dirname, '..', '..');
+const execAsync = promisify(execFile);
+
+/** Runs `node dist/ops/start.js` (what `npm start` runs after building) in `cwd` with `env`. */
+export async function runStart(env: NodeJS.ProcessEnv, cwd: string): Promise<{ code: number; output: string; ms: number }> {
+  const started = Date.now();
+  try {
+    const { stdout, stderr } = await execAsync(process.execPath, ['dist/ops/start.js'], { cwd, env, timeout: 180_000 });
+    return { code: 0, output: stdout + stderr, ms: Date.now() - started };
+  } catch (err) {
+    const e = err as { code?: number; stdout?: string; stderr?: string };
+    return { code: typeof e.code === 'number' ? e.code : -1, output: `${e.stdout ?? ''}${e.stderr ?? ''}`, ms: Date.now() - started };
+  }
+}
+
+/**
+ * The lines of a log that a clean first start must not have (issue: "first start with a clean log"):
+ * the incident's "does not exist", PostgreSQL's FATAL and ERROR, pino levels error and fatal.
+ */
+export function uncleanLines(text: string): string[] {
+  return text.split('\n').filter((line) => /does not exist/i.test(line) || /\bFATAL\b|\bERROR\b|"level":(5\d|6\d)\b/.test(line));
 }
 
 export function authHeaders(extra: Record<string, string> = {}): Record<string, string> {
