@@ -3,7 +3,7 @@
 // processes make what they need when they start (secrets, nginx's config).
 require('./src/ops/build-check.cjs').assertBuilt();
 const { DATABASE_WAIT_MS, SHUTDOWN_MS } = require('./dist/timeouts.js');
-const { localStack, productionInstances } = require('./dist/ops/stack.js');
+const { localStack, productionWeb } = require('./dist/ops/stack.js');
 
 const argv = process.argv;
 const production = argv.some((arg, i) => arg === '--env=production' || (arg === '--env' && argv[i + 1] === 'production'));
@@ -36,11 +36,10 @@ const apps = [web];
 
 if (production) {
   // nginx and PostgreSQL are system services there (deploy/); the environment comes from the
-  // shell or deploy/deploy.sh, and the instances validate all of it at startup
-  web.instances = productionInstances(process.env);
-  // deploy/deploy.sh runs PM2 from the `current` symlink: an instance started by a reload runs the
-  // release `current` points to then (this file's own __dirname is the release it was read from)
-  if (process.env.SITELOG_CURRENT) web.cwd = process.env.SITELOG_CURRENT;
+  // shell or deploy/deploy.sh, and the instances validate all of it at startup. deploy.sh runs each
+  // release as an app of its own, web-blue or web-green (SITELOG_SLOT), on a port of its own, and
+  // moves nginx to it once it is ready: a release that cannot start never takes traffic.
+  Object.assign(web, productionWeb(process.env));
 }
 
 if (!production) {
@@ -87,11 +86,12 @@ if (!production) {
 module.exports = {
   apps,
   // `pm2 deploy production setup`, then `pm2 deploy production`: PM2 fetches the ref over SSH into
-  // path/source, and deploy/deploy.sh makes a release of it (build, migrations, reload, /readyz,
-  // rollback). The hosts are prepared once by deploy/provision.sh.
+  // path/source, and deploy/deploy.sh makes a release of it (build, migrations, blue/green start,
+  // nginx switch). The hosts are prepared once by deploy/provision.sh. deploy.sh needs root for
+  // nginx; it runs the release itself as the app user.
   deploy: {
     production: {
-      user: 'sitelog',
+      user: 'root',
       host: (process.env.SITELOG_DEPLOY_HOSTS || 'app1.example.com').split(','),
       ref: process.env.SITELOG_DEPLOY_REF || 'origin/main',
       repo: process.env.SITELOG_DEPLOY_REPO || 'git@example.com:ops/sitelog.git',

@@ -1,29 +1,30 @@
 #!/usr/bin/env bash
 # deploy/provision.sh — a bare Debian/Ubuntu server made ready for sitelog, as root, from a checkout:
-#   sudo deploy/provision.sh
+#   deploy/provision.sh
 # Idempotent: every step checks before it acts and says `ok` (nothing to do) or `changed`; a second
-# run changes nothing. Then deploy/deploy.sh (as the app user) puts a release in place.
+# run changes nothing. Then deploy/deploy.sh puts a release in place, renders the nginx site (with
+# the release's own renderer, src/ops/nginx.ts) and points nginx at it.
 #
-# Settings (environment, defaults in brackets):
+# Settings (environment, defaults in brackets); the folders are variables so a test can use its own:
 #   SITELOG_USER [sitelog]           the app user, home SITELOG_HOME [/srv/sitelog]
-#   SITELOG_PORT [3000]              the web instances' port on 127.0.0.1
-#   SITELOG_LISTEN [80]              nginx's plain-HTTP listen
-#   SITELOG_TLS_CERT / SITELOG_TLS_KEY  [/etc/sitelog/tls/fullchain.pem, privkey.pem] — when both
-#                                    exist the HTTPS server is enabled (run this again after certbot)
+#   SITELOG_ETC [/etc/sitelog]       the production environment, sitelog.env (0640 root:app user)
+#   SITELOG_PORT [3000]              the web instances' port on 127.0.0.1 (deploy.sh's green slot: +1)
 #   SITELOG_DB [sitelog]             database and role, on the local PostgreSQL
+#   SITELOG_DATABASE_URL [unset]     a PostgreSQL elsewhere (several app hosts): no local server is set up
+#   SITELOG_NGINX_SITES [/etc/nginx/sites-enabled]  where the distribution's default site is disabled
 set -euo pipefail
+# the tools' own notices ("new version available", funding) are not provision's output
+export NO_UPDATE_NOTIFIER=1 NPM_CONFIG_UPDATE_NOTIFIER=false NPM_CONFIG_FUND=false NPM_CONFIG_AUDIT=false
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 APP_USER=${SITELOG_USER:-sitelog}
 APP_HOME=${SITELOG_HOME:-/srv/sitelog}
 PORT=${SITELOG_PORT:-3000}
-LISTEN=${SITELOG_LISTEN:-80}
 DB=${SITELOG_DB:-sitelog}
-ETC=/etc/sitelog
+EXTERNAL_DB=${SITELOG_DATABASE_URL:-}
+ETC=${SITELOG_ETC:-/etc/sitelog}
 ENV_FILE=$ETC/sitelog.env
-TLS_CERT=${SITELOG_TLS_CERT:-$ETC/tls/fullchain.pem}
-TLS_KEY=${SITELOG_TLS_KEY:-$ETC/tls/privkey.pem}
-NGINX_DIR=/etc/nginx/sitelog
+NGINX_SITES=${SITELOG_NGINX_SITES:-/etc/nginx/sites-enabled}
 PM2_DIR=$APP_HOME/pm2            # the PM2 that runs sitelog, pinned to the version of package-lock.json
 PM2_HOME_DIR=$APP_HOME/.pm2
 
@@ -31,18 +32,21 @@ changed=0
 ok() { printf '  ok       %s\n' "$1"; }
 did() { printf '  changed  %s\n' "$1"; changed=$((changed + 1)); }
 die() { printf 'provision: %s\n' "$1" >&2; exit 1; }
-as_app() { runuser -u "$APP_USER" -- env HOME="$APP_HOME" PM2_HOME="$PM2_HOME_DIR" "$@"; }
+as_app() {
+  if [ "$(id -un)" = "$APP_USER" ]; then env HOME="$APP_HOME" PM2_HOME="$PM2_HOME_DIR" "$@"
+  else runuser -u "$APP_USER" -- env HOME="$APP_HOME" PM2_HOME="$PM2_HOME_DIR" "$@"; fi
+}
 as_postgres() { runuser -u postgres -- "$@"; }
 systemd() { [ -d /run/systemd/system ]; }
 
-[ "$(id -u)" = 0 ] || die "run as root (sudo $0)"
+[ "$(id -u)" = 0 ] || die "run as root"
 [ -f /etc/debian_version ] || die "Debian or Ubuntu only"
 echo "provision: sitelog on $(hostname), from $REPO"
 
 # --- packages ----------------------------------------------------------------------------------
 missing=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
-command -v pg_ctlcluster >/dev/null 2>&1 || missing+=(postgresql)
+[ -n "$EXTERNAL_DB" ] || command -v pg_ctlcluster >/dev/null 2>&1 || missing+=(postgresql)
 command -v git >/dev/null 2>&1 || missing+=(git)
 command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -50,7 +54,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   did "packages: ${missing[*]}"
 else
-  ok "packages: nginx, postgresql, git, node"
+  ok "packages: nginx, ${EXTERNAL_DB:+no }postgresql, git, node"
 fi
 node_major=$(node -p 'process.versions.node.split(".")[0]')
 [ "$node_major" -ge 20 ] || die "Node.js $(node -v) is too old: sitelog needs 20 or later (NodeSource or the distribution's backports)"
@@ -82,7 +86,7 @@ WEB_INSTANCES=max
 DB_POOL_MAX=10
 DATA_DIR=$APP_HOME/shared/data
 DB_PASSWORD=$db_password
-DATABASE_URL=postgres://$DB:$db_password@127.0.0.1:5432/$DB
+DATABASE_URL=${EXTERNAL_DB:-postgres://$DB:$db_password@127.0.0.1:5432/$DB}
 API_TOKEN=$(secret)
 ADMIN_PASSWORD=$(secret)
 EOF
@@ -94,32 +98,37 @@ fi
 DB_PASSWORD=$(sed -n 's/^DB_PASSWORD=//p' "$ENV_FILE")
 
 # --- PostgreSQL: running, role, database ------------------------------------------------------------
-cluster=$(pg_lsclusters --no-header | awk 'NR==1 {print $1" "$2}')
-[ -n "$cluster" ] || die "no PostgreSQL cluster (pg_createcluster)"
-if pg_lsclusters --no-header | awk 'NR==1 {exit $4=="online" ? 0 : 1}'; then
-  ok "PostgreSQL $cluster online"
+# SQL goes to psql on its standard input: a password on the command line is visible in ps.
+psql_q() { as_postgres psql -qtAX -v ON_ERROR_STOP=1 <<<"$1"; }
+if [ -n "$EXTERNAL_DB" ]; then
+  ok "PostgreSQL: $ENV_FILE points at a server elsewhere (its role and database are its admin's)"
 else
-  if systemd; then systemctl enable --now "postgresql@${cluster/ /-}" >/dev/null; else pg_ctlcluster $cluster start; fi
-  did "PostgreSQL $cluster started"
-fi
-psql_q() { as_postgres psql -qtAX -v ON_ERROR_STOP=1 -c "$1"; }
-if [ "$(psql_q "SELECT 1 FROM pg_roles WHERE rolname = '$DB'")" = 1 ]; then
-  # the password in $ENV_FILE is the truth: checked by logging in with it, set only when it fails
-  if PGPASSWORD=$DB_PASSWORD psql -qtAX -h 127.0.0.1 -U "$DB" -d postgres -c 'SELECT 1' >/dev/null 2>&1; then
-    ok "role $DB"
+  cluster=$(pg_lsclusters --no-header | awk 'NR==1 {print $1" "$2}')
+  [ -n "$cluster" ] || die "no PostgreSQL cluster (pg_createcluster)"
+  if pg_lsclusters --no-header | awk 'NR==1 {exit $4=="online" ? 0 : 1}'; then
+    ok "PostgreSQL $cluster online"
   else
-    psql_q "ALTER ROLE \"$DB\" PASSWORD '$DB_PASSWORD'"
-    did "role $DB: password set from $ENV_FILE"
+    if systemd; then systemctl enable --now "postgresql@${cluster/ /-}" >/dev/null; else pg_ctlcluster $cluster start; fi
+    did "PostgreSQL $cluster started"
   fi
-else
-  psql_q "CREATE ROLE \"$DB\" LOGIN PASSWORD '$DB_PASSWORD'"
-  did "role $DB"
-fi
-if [ "$(psql_q "SELECT 1 FROM pg_database WHERE datname = '$DB'")" = 1 ]; then
-  ok "database $DB"
-else
-  psql_q "CREATE DATABASE \"$DB\" OWNER \"$DB\" ENCODING 'UTF8' TEMPLATE template0"
-  did "database $DB"
+  if [ "$(psql_q "SELECT 1 FROM pg_roles WHERE rolname = '$DB'")" = 1 ]; then
+    # the password in $ENV_FILE is the truth: checked by logging in with it, set only when it fails
+    if PGPASSWORD=$DB_PASSWORD psql -qtAX -h 127.0.0.1 -U "$DB" -d postgres -c 'SELECT 1' >/dev/null 2>&1; then
+      ok "role $DB"
+    else
+      psql_q "ALTER ROLE \"$DB\" PASSWORD '$DB_PASSWORD'"
+      did "role $DB: password set from $ENV_FILE"
+    fi
+  else
+    psql_q "CREATE ROLE \"$DB\" LOGIN PASSWORD '$DB_PASSWORD'"
+    did "role $DB"
+  fi
+  if [ "$(psql_q "SELECT 1 FROM pg_database WHERE datname = '$DB'")" = 1 ]; then
+    ok "database $DB"
+  else
+    psql_q "CREATE DATABASE \"$DB\" OWNER \"$DB\" ENCODING 'UTF8' TEMPLATE template0"
+    did "database $DB"
+  fi
 fi
 
 # --- PM2 for the app user, its log rotation, and the boot start ------------------------------------
@@ -128,7 +137,7 @@ if [ "$(as_app node -p "try { require('$PM2_DIR/node_modules/pm2/package.json').
   ok "pm2 $pm2_version in $PM2_DIR"
 else
   install -d -o "$APP_USER" -g "$APP_USER" "$PM2_DIR"
-  as_app npm install --prefix "$PM2_DIR" --no-audit --no-fund --no-update-notifier --loglevel=error "pm2@$pm2_version" >/dev/null
+  as_app npm install --prefix "$PM2_DIR" --loglevel=error "pm2@$pm2_version" >/dev/null
   did "pm2 $pm2_version in $PM2_DIR"
 fi
 PM2="$PM2_DIR/node_modules/.bin/pm2"
@@ -160,53 +169,17 @@ else
   ok "boot start: no systemd on this machine (a container?): its supervisor must run '$PM2 resurrect' as $APP_USER"
 fi
 
-# --- nginx: the site from nginx/, TLS when certificates are there ------------------------------------
-render() { # template, output: {{…}} replaced; UPSTREAM_SERVERS as in src/ops/nginx.ts for one host
-  local text upstream="" i
-  for i in 1 2 3 4 5 6 7 8; do upstream+="    server 127.0.0.1:$PORT max_fails=0;"$'\n'; done
-  text=$(<"$REPO/nginx/$1")
-  text=${text//'{{UPSTREAM_SERVERS}}'/${upstream%$'\n'}}
-  text=${text//'{{LISTEN}}'/$LISTEN}
-  text=${text//'{{SITE_DIR}}'/$NGINX_DIR}
-  text=${text//'{{TLS_CERT}}'/$TLS_CERT}
-  text=${text//'{{TLS_KEY}}'/$TLS_KEY}
-  printf '%s\n' "$text" > "$2"
-}
-install_file() { # rendered file, destination, label
-  if cmp -s "$1" "$2"; then ok "$3"; rm -f "$1"; else mv "$1" "$2"; chmod 0644 "$2"; did "$3"; nginx_changed=1; fi
-}
-link() { # target, link, label
-  if [ "$(readlink "$2" 2>/dev/null)" = "$1" ]; then ok "$3"; else ln -sfn "$1" "$2"; did "$3"; nginx_changed=1; fi
-}
-nginx_changed=0
-install -d -m 0755 "$NGINX_DIR"
-for name in sitelog.conf sitelog-site.conf; do
-  render "$name" "$NGINX_DIR/$name.new"
-  install_file "$NGINX_DIR/$name.new" "$NGINX_DIR/$name" "nginx $NGINX_DIR/$name"
-done
-link "$NGINX_DIR/sitelog.conf" /etc/nginx/sites-enabled/sitelog "nginx site enabled"
-if [ -L /etc/nginx/sites-enabled/default ]; then
-  rm /etc/nginx/sites-enabled/default
-  did "nginx default site disabled (it would take port $LISTEN)"; nginx_changed=1
+# --- nginx: running, the distribution's default site out of the way --------------------------------
+# The site itself is rendered by deploy.sh from the release it deploys (one renderer, src/ops/nginx.ts)
+if [ -L "$NGINX_SITES/default" ]; then
+  rm "$NGINX_SITES/default"
+  did "nginx default site disabled (it would take port 80)"
+  if [ -f /run/nginx.pid ] && kill -0 "$(cat /run/nginx.pid)" 2>/dev/null; then nginx -s reload 2>/dev/null; fi
 else
   ok "nginx default site disabled"
 fi
-if [ -r "$TLS_CERT" ] && [ -r "$TLS_KEY" ]; then
-  render sitelog-tls.conf "$NGINX_DIR/sitelog-tls.conf.new"
-  install_file "$NGINX_DIR/sitelog-tls.conf.new" "$NGINX_DIR/sitelog-tls.conf" "nginx HTTPS server"
-  link "$NGINX_DIR/sitelog-tls.conf" /etc/nginx/sites-enabled/sitelog-tls "nginx HTTPS enabled"
-else
-  ok "nginx HTTPS: waiting for $TLS_CERT and $TLS_KEY (then run this again)"
-fi
-nginx -t -q || die "nginx -t fails: see above; nothing was reloaded"
-if [ -f /run/nginx.pid ] && kill -0 "$(cat /run/nginx.pid)" 2>/dev/null; then
-  if [ "$nginx_changed" = 1 ]; then nginx -s reload 2>/dev/null; did "nginx reloaded"; else ok "nginx running"; fi
-else
-  if systemd; then systemctl enable --now nginx >/dev/null; else nginx; fi
-  did "nginx started"
-fi
 
 echo "provision: done, $changed change(s)"
-if [ "$changed" -gt 0 ]; then
-  echo "next: as $APP_USER, deploy a release:  runuser -u $APP_USER -- $REPO/deploy/deploy.sh --repo <git url or path> --ref main"
+if [ ! -e "$APP_HOME/current" ]; then
+  echo "next, as root: $REPO/deploy/deploy.sh --repo <git url or path> --ref main"
 fi

@@ -37,10 +37,10 @@ class Clone {
       .filter((f) => f !== '' && fs.existsSync(path.join(ROOT, f)));
     for (const file of files) fs.cpSync(path.join(ROOT, file), path.join(dir, file), { recursive: true });
     const proxyPort = await freePort();
-    // a user's shell: none of the suite's own variables (npm's, the tests' secrets)
+    // a user's shell: the machine's environment (its CA settings for npm, say), none of the suite's own variables
+    const machine = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(npm_.*|PM2_HOME|DATA_DIR|DATABASE_URL|API_TOKEN|ADMIN_PASSWORD|PORT|PROXY_PORT|SITELOG_.*)$/.test(k)));
     const env: NodeJS.ProcessEnv = {
-      PATH: process.env['PATH'],
-      HOME: process.env['HOME'],
+      ...machine,
       PM2_HOME: path.join(home, '.pm2'),
       PORT: String(await freePort()),
       PROXY_PORT: String(proxyPort),

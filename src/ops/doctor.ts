@@ -6,7 +6,7 @@ import { checkPoolBudget, clientFor, PoolBudgetError } from '../db/database.js';
 import { pendingMigrations } from '../db/migrate.js';
 import { DATABASE_WAIT_MS, KEEP_ALIVE_MS, SHUTDOWN_MS } from '../timeouts.js';
 import { findNginx } from './nginx.js';
-import { listAll, type Pm2Process } from './pm2.js';
+import { isWebApp, listAll, type Pm2Process } from './pm2.js';
 
 // `npm run doctor`: checks a running deployment (the PM2 of PM2_HOME, the database and nginx it
 // uses) against the traps of this layout, and prints what to fix. Exit 1 when something is wrong.
@@ -165,7 +165,7 @@ export async function diagnose(opts: { env: NodeJS.ProcessEnv; minFreeMb: number
   const pm2Home = opts.env['PM2_HOME'] ?? path.join(opts.env['HOME'] ?? '/root', '.pm2');
   if (!daemonRunning(pm2Home)) return [fail('pm2', `no PM2 daemon runs for PM2_HOME=${pm2Home}`, 'npm start, or pm2 start ecosystem.config.js')];
   const processes = (await listAll(opts.env)).filter((p) => p.pm2_env.namespace === 'sitelog');
-  const web = processes.filter((p) => p.name === 'web') as WebProcess[];
+  const web = processes.filter(isWebApp) as WebProcess[];
   if (web.length === 0) return [fail('pm2', 'PM2 runs no web app in the sitelog namespace', 'pm2 start ecosystem.config.js')];
   return [
     ...checkPm2(web),

@@ -40,3 +40,6 @@ export async function listAll(env: NodeJS.ProcessEnv = process.env): Promise<Pm2
 export async function list(env: NodeJS.ProcessEnv = process.env): Promise<Pm2Process[]> {
   return (await listAll(env)).filter((p) => p.pm2_env.namespace === 'sitelog');
 }
+
+/** The web app: `web`, or under deploy/deploy.sh the slot that runs a release, web-blue or web-green. */
+export const isWebApp = (p: Pm2Process): boolean => p.name === 'web' || p.name === 'web-blue' || p.name === 'web-green';

@@ -23,6 +23,19 @@ export function productionInstances(env: NodeJS.ProcessEnv): number | 'max' {
   return parseEnv(z.object({ WEB_INSTANCES: envFields.WEB_INSTANCES }), env).WEB_INSTANCES;
 }
 
+const slotSchema = z.object({
+  SITELOG_SLOT: z
+    .enum(['blue', 'green'], { error: 'must be blue or green' })
+    .optional()
+    .describe("set by deploy/deploy.sh: the release's app is web-blue or web-green"),
+});
+
+/** The web app's name and instances under `--env production`: web, or deploy.sh's web-blue / web-green. */
+export function productionWeb(env: NodeJS.ProcessEnv): { name: string; instances: number | 'max' } {
+  const { SITELOG_SLOT: slot } = parseEnv(slotSchema, env);
+  return { name: slot ? `web-${slot}` : 'web', instances: productionInstances(env) };
+}
+
 export const NO_PROXY_NOTICE = 'sitelog: nginx is not installed, so the proxy app is off (apt-get install nginx-light)';
 
 export type LocalStack = {
