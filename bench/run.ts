@@ -36,7 +36,6 @@ function rowsArgument(argv: string[]): number {
 }
 const ROWS = rowsArgument(process.argv.slice(2));
 const SOAK_REQUESTS = 100_000;
-const STYPES = ['system', 'security', 'app', 'error'];
 
 type ScaleRow = { rows: number; query: string; httpMedianMs: number; httpP95Ms: number; serverMs: number; index: string };
 

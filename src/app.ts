@@ -3,7 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import express, { type RequestHandler } from 'express';
 import helmet from 'helmet';
 import type { AppContext } from './context.js';
-import { errorHandler, HttpError, notFound } from './errors.js';
+import { errorHandler, ERRORS, HttpError, notFound } from './errors.js';
 import { healthRouter } from './health.js';
 import { homeRouter } from './home.js';
 import { instancesRouter } from './instances/routes.js';
@@ -102,7 +102,7 @@ const jsonOnly: RequestHandler = (req, _res, next) => {
   const hasBody = req.method !== 'GET' && req.method !== 'HEAD' && req.get('content-length') !== '0';
   const form = req.path.startsWith('/console/') && req.is('application/x-www-form-urlencoded');
   if (hasBody && req.get('content-type') && !req.is('application/json') && !form) {
-    next(new HttpError(415, 'SITELOG_UNSUPPORTED_MEDIA_TYPE', 'request body must be application/json'));
+    next(new HttpError(ERRORS.SITELOG_UNSUPPORTED_MEDIA_TYPE));
   } else next();
 };
 

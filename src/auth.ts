@@ -31,11 +31,11 @@ export function authenticate(apiToken: string, hasSession: SessionCheck = () => 
   };
   return {
     /** Bearer token only: writes come from programs, not from a browser session. */
-    token(req: Request, _res: Response, next: NextFunction) {
+    token: (req: Request, _res: Response, next: NextFunction) => {
       next(tokenOk(req) ? undefined : unauthorized());
     },
     /** Bearer token or console session. */
-    reader(req: Request, _res: Response, next: NextFunction) {
+    reader: (req: Request, _res: Response, next: NextFunction) => {
       next(tokenOk(req) || hasSession(req) ? undefined : unauthorized());
     },
   };

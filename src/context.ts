@@ -14,6 +14,4 @@ export type AppContext = {
   addSystemLog: AddSystemLog;
   /** Open while the database answers; closed, requests get 503 without touching it. */
   gate: DatabaseGate;
-  /** True once the database answered and the migrations ran. */
-  readiness: { migrated: boolean };
 };

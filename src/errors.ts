@@ -1,45 +1,92 @@
 import type { ErrorRequestHandler, Response } from 'express';
-import { BaseError, ConnectionError, TimeoutError } from 'sequelize';
+import { ConnectionError, TimeoutError } from 'sequelize';
 import { ZodError } from 'zod';
 import type { Logger } from './logger.js';
 
+type Registry<T> = { readonly [C in keyof T & string]: T[C] & { readonly code: C } };
+
+/** Each registry entry carries its own code, so callers pass `ERRORS.X` and never spell one. */
+function registry<const T extends Record<string, { status: number; message: string }>>(entries: T): Registry<T> {
+  return Object.freeze(Object.fromEntries(Object.entries(entries).map(([code, e]) => [code, Object.freeze({ ...e, code })]))) as Registry<T>;
+}
+
+/**
+ * Every code a client can get, from the app or from nginx's own answers (nginx/sitelog-site.conf),
+ * with its one status and default message. test/errors.test.ts fails on a code used but not here.
+ */
+export const ERRORS = registry({
+  SITELOG_BAD_REQUEST: { status: 400, message: 'bad request' },
+  SITELOG_MALFORMED_JSON: { status: 400, message: 'request body is not valid JSON' },
+  SITELOG_BAD_ENCODING: { status: 400, message: 'request body is not valid UTF-8' },
+  SITELOG_ABORTED: { status: 400, message: 'request aborted' },
+  SITELOG_VALIDATION: { status: 400, message: 'invalid request' },
+  SITELOG_BAD_CURSOR: { status: 400, message: 'before: not a cursor this API returned' },
+  SITELOG_BAD_IDEMPOTENCY_KEY: { status: 400, message: 'Idempotency-Key: must be 8-128 characters of [A-Za-z0-9._:-]' },
+  SITELOG_UNAUTHORIZED: { status: 401, message: 'missing or wrong credentials' },
+  SITELOG_FORBIDDEN: { status: 403, message: 'forbidden' },
+  SITELOG_NOT_FOUND: { status: 404, message: 'not found' },
+  SITELOG_PRECONDITION_FAILED: { status: 412, message: 'precondition failed' },
+  SITELOG_TOO_LARGE: { status: 413, message: 'request body too large' },
+  SITELOG_UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'request body must be application/json' },
+  SITELOG_UNSUPPORTED_CHARSET: { status: 415, message: 'request body must be UTF-8' },
+  SITELOG_UNSUPPORTED_ENCODING: { status: 415, message: 'unsupported Content-Encoding' },
+  // A key reused with another body: the request is well-formed but cannot be processed (the IETF
+  // Idempotency-Key draft's 422), not a conflict with a request still in progress (409).
+  SITELOG_IDEMPOTENCY_KEY_REUSED: { status: 422, message: 'Idempotency-Key was already used for a different entry' },
+  SITELOG_RANGE_NOT_SATISFIABLE: { status: 416, message: 'range not satisfiable' },
+  SITELOG_TOO_MANY_REQUESTS: { status: 429, message: 'too many requests, retry later' },
+  SITELOG_INTERNAL: { status: 500, message: 'internal error' },
+  SITELOG_DB_UNAVAILABLE: { status: 503, message: 'database unavailable, retry shortly' },
+  // nginx's own answer when no worker answers (502-504)
+  SITELOG_UNAVAILABLE: { status: 503, message: 'service unavailable, retry shortly' },
+});
+
+export type ErrorCode = keyof typeof ERRORS;
+/** The first entry of each status: the code a library's own error of that status is answered with. */
+const BY_STATUS = new Map<number, ErrorEntry>([...Object.values(ERRORS)].reverse().map((e) => [e.status, e]));
+export type ErrorEntry = (typeof ERRORS)[ErrorCode];
+type EntryWithStatus<S extends number> = Extract<ErrorEntry, { status: S }>;
+
 /** The error vocabulary of the HTTP API: every failure a client sees is one of these. */
 export class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    message: string,
-    readonly headers: Record<string, string> = {},
-  ) {
+  readonly status: number;
+  readonly code: ErrorCode;
+
+  constructor(error: ErrorEntry, message: string = error.message, readonly headers: Record<string, string> = {}) {
     super(message);
+    this.status = error.status;
+    this.code = error.code;
   }
 }
 
-export const badRequest = (message: string, code = 'SITELOG_BAD_REQUEST') => new HttpError(400, code, message);
-export const unauthorized = (message = 'missing or wrong credentials') =>
-  new HttpError(401, 'SITELOG_UNAUTHORIZED', message, { 'WWW-Authenticate': 'Bearer realm="sitelog"' });
-export const forbidden = (message: string) => new HttpError(403, 'SITELOG_FORBIDDEN', message);
-export const notFound = (message = 'not found') => new HttpError(404, 'SITELOG_NOT_FOUND', message);
-export const conflict = (message: string, code: string) => new HttpError(422, code, message);
+export const badRequest = (error: EntryWithStatus<400> = ERRORS.SITELOG_BAD_REQUEST, message?: string) => new HttpError(error, message);
+export const unauthorized = (message?: string) =>
+  new HttpError(ERRORS.SITELOG_UNAUTHORIZED, message, { 'WWW-Authenticate': 'Bearer realm="sitelog"' });
+export const forbidden = (message: string) => new HttpError(ERRORS.SITELOG_FORBIDDEN, message);
+export const notFound = (message?: string) => new HttpError(ERRORS.SITELOG_NOT_FOUND, message);
+export const unprocessableContent = (error: EntryWithStatus<422>, message?: string) => new HttpError(error, message);
 export const tooManyRequests = (message: string, retryAfterSeconds: number) =>
-  new HttpError(429, 'SITELOG_TOO_MANY_REQUESTS', message, { 'Retry-After': String(retryAfterSeconds) });
-export const databaseUnavailable = () =>
-  new HttpError(503, 'SITELOG_DB_UNAVAILABLE', 'database unavailable, retry shortly', { 'Retry-After': '1' });
+  new HttpError(ERRORS.SITELOG_TOO_MANY_REQUESTS, message, { 'Retry-After': String(retryAfterSeconds) });
+export const databaseUnavailable = () => new HttpError(ERRORS.SITELOG_DB_UNAVAILABLE, undefined, { 'Retry-After': '1' });
 
-
-// SQLSTATEs that mean "the database is not there right now", not "your request is wrong".
-const UNAVAILABLE_SQLSTATES = new Set(['57P01', '57P02', '57P03', '08000', '08003', '08006', '53300', '57014']);
-
-const BODY_PARSER_ERRORS: Record<string, [number, string, string]> = {
-  'entity.parse.failed': [400, 'SITELOG_MALFORMED_JSON', 'request body is not valid JSON'],
-  'entity.verify.failed': [400, 'SITELOG_BAD_ENCODING', 'request body is not valid UTF-8'],
-  'entity.too.large': [413, 'SITELOG_TOO_LARGE', 'request body too large'],
-  'charset.unsupported': [415, 'SITELOG_UNSUPPORTED_CHARSET', 'request body must be UTF-8'],
-  'encoding.unsupported': [415, 'SITELOG_UNSUPPORTED_ENCODING', 'unsupported Content-Encoding'],
-  'request.aborted': [400, 'SITELOG_ABORTED', 'request aborted'],
+const BODY_PARSER_ERRORS: Record<string, ErrorEntry> = {
+  'entity.parse.failed': ERRORS.SITELOG_MALFORMED_JSON,
+  'entity.verify.failed': ERRORS.SITELOG_BAD_ENCODING,
+  'entity.too.large': ERRORS.SITELOG_TOO_LARGE,
+  'charset.unsupported': ERRORS.SITELOG_UNSUPPORTED_CHARSET,
+  'encoding.unsupported': ERRORS.SITELOG_UNSUPPORTED_ENCODING,
+  'request.aborted': ERRORS.SITELOG_ABORTED,
+  // urlencoded console forms: more fields than its parameterLimit
+  'parameters.too.many': ERRORS.SITELOG_TOO_LARGE,
 };
 
-const UNAVAILABLE_SOCKET_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT']);
+// SQLSTATEs and socket codes of a database that is not there right now: shutting down, starting
+// up (57P03), refused, dropped, or its host not resolvable for the moment.
+const GONE_CODES = new Set(['57P01', '57P02', '57P03', '08000', '08003', '08006', 'ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN']);
+// No connection slot left, a statement cancelled by its timeout: a busy server, not a gone one.
+const BUSY_CODES = new Set(['53300', '57014']);
+// node-pg reports a dropped or timed-out connection without a code; Sequelize may wrap it (e.g. a failed ROLLBACK).
+const TROUBLE_TEXT = /terminated|terminating connection|not queryable|connection error|ECONNREFUSED|timeout/i;
 
 /** An error's code (SQLSTATE or socket) and text, its wrapped cause's first: Sequelize wraps pg's errors. */
 function facts(err: unknown): { name?: string; code?: string; text: string } {
@@ -47,46 +94,43 @@ function facts(err: unknown): { name?: string; code?: string; text: string } {
   return { name: e.name, code: e.parent?.code ?? e.code, text: `${e.message ?? ''} ${e.parent?.message ?? ''}` };
 }
 
-/** Whether an error means "the database is not there right now" rather than "your request is wrong". */
-function isDatabaseUnavailable(err: unknown): boolean {
-  if (err instanceof ConnectionError || err instanceof TimeoutError) return true;
-  const { code, text } = facts(err);
-  if (code !== undefined && (UNAVAILABLE_SQLSTATES.has(code) || UNAVAILABLE_SOCKET_CODES.has(code))) return true;
-  // pg reports a dropped connection without a code; Sequelize may wrap it (e.g. a failed ROLLBACK)
-  return (
-    (err instanceof BaseError || err instanceof Error) &&
-    /Connection terminated|not queryable|connection error|terminating connection|ECONNREFUSED/i.test(text)
-  );
-}
-
-// A statement cancelled by its timeout, no connection slot left: a busy server, not a gone one.
-const BUSY_SQLSTATES = new Set(['57014', '53300']);
-
 /**
- * Whether the database itself is gone (refused, dropped, shutting down), as opposed to slow or
- * saturated: a pool that could not hand out a connection in time, a statement or a connection
- * attempt that timed out under load. Only the first closes the gate for every request.
+ * What a failure says about the database: `gone` (refused, dropped, shutting down or starting up),
+ * `busy` (saturated or slow: no pool connection in time, a statement or a connection attempt that
+ * timed out under load), or undefined (the request's own fault, or a bug). Startup retries both;
+ * a request answers 503 on both; only `gone` closes the gate for every request.
  */
-export function isDatabaseGone(err: unknown): boolean {
-  if (!isDatabaseUnavailable(err) || err instanceof TimeoutError) return false;
+export function databaseTrouble(err: unknown): 'gone' | 'busy' | undefined {
   const { name, code, text } = facts(err);
-  return !(name === 'SequelizeConnectionAcquireTimeoutError' || (code !== undefined && BUSY_SQLSTATES.has(code)) || /timeout/i.test(text));
+  const busy =
+    err instanceof TimeoutError ||
+    name === 'SequelizeConnectionAcquireTimeoutError' ||
+    (code !== undefined && BUSY_CODES.has(code));
+  const trouble =
+    busy ||
+    err instanceof ConnectionError ||
+    (code !== undefined && GONE_CODES.has(code)) ||
+    (err instanceof Error && TROUBLE_TEXT.test(text));
+  if (!trouble) return undefined;
+  return busy || /timeout/i.test(text) ? 'busy' : 'gone';
 }
 
 export function toHttpError(err: unknown): HttpError {
   if (err instanceof HttpError) return err;
   if (err instanceof ZodError) {
     const message = err.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; ');
-    return badRequest(message, 'SITELOG_VALIDATION');
+    return badRequest(ERRORS.SITELOG_VALIDATION, message);
   }
   const e = err as { type?: string; status?: number };
   const known = e.type ? BODY_PARSER_ERRORS[e.type] : undefined;
-  if (known) return new HttpError(...known);
-  if (isDatabaseUnavailable(err)) return databaseUnavailable();
+  if (known) return new HttpError(known);
+  if (databaseTrouble(err)) return databaseUnavailable();
+  // Express's and its libraries' own client errors (a bad percent-encoding, a missing file, a range
+  // sendFile cannot serve) keep their status, under the registry's code for it
   if (typeof e.status === 'number' && e.status >= 400 && e.status < 500) {
-    return new HttpError(e.status, 'SITELOG_BAD_REQUEST', 'bad request');
+    return new HttpError(BY_STATUS.get(e.status) ?? ERRORS.SITELOG_BAD_REQUEST);
   }
-  return new HttpError(500, 'SITELOG_INTERNAL', 'internal error');
+  return new HttpError(ERRORS.SITELOG_INTERNAL);
 }
 
 /** An error's JSON answer: its status, its headers (Retry-After, …), its code and message. */
@@ -98,7 +142,7 @@ export function sendHttpError(res: Response, http: HttpError): void {
 export function errorHandler(logger: Logger, onUnavailable: (reason: string) => void): ErrorRequestHandler {
   return (err, req, res, _next) => {
     const http = toHttpError(err);
-    if (http.code === 'SITELOG_DB_UNAVAILABLE' && isDatabaseGone(err)) onUnavailable((err as Error).message);
+    if (http.code === ERRORS.SITELOG_DB_UNAVAILABLE.code && databaseTrouble(err) === 'gone') onUnavailable((err as Error).message);
     const log = req.log ?? logger;
     if (http.status === 503) log.debug({ code: http.code, err: (err as Error).message, url: req.originalUrl }, http.message);
     else if (http.status >= 500) log.error({ err, method: req.method, url: req.originalUrl }, http.message);

@@ -2,7 +2,7 @@ import { ConfigError, EXIT_CONFIG, loadConfig, type Config } from './config.js';
 import { FatalDatabaseError, PoolBudgetError } from './db/database.js';
 import { createLogger, flushed } from './logger.js';
 import { Shutdown } from './shutdown.js';
-import { start } from './startup.js';
+import { startWebProcess } from './startup.js';
 import { SHUTDOWN_MS } from './timeouts.js';
 
 // The process PM2 runs, one per cluster instance. Importing it elsewhere is a mistake: it starts.
@@ -19,22 +19,22 @@ async function main(): Promise<void> {
   const logger = createLogger({ host: config.SITELOG_HOST, instance: config.INSTANCE, level: config.LOG_LEVEL });
   const shutdown = new Shutdown(logger, SHUTDOWN_MS);
   // PM2 sends SIGINT (its kill_signal), or the 'shutdown' message with shutdown_with_message.
-  process.on('SIGINT', () => void shutdown.run('SIGINT'));
-  process.on('SIGTERM', () => void shutdown.run('SIGTERM'));
-  process.on('message', (msg) => msg === 'shutdown' && void shutdown.run('shutdown message'));
+  process.on('SIGINT', () => void shutdown.begin('SIGINT'));
+  process.on('SIGTERM', () => void shutdown.begin('SIGTERM'));
+  process.on('message', (msg) => msg === 'shutdown' && void shutdown.begin('shutdown message'));
   process.on('unhandledRejection', (err) => logger.error({ err }, 'unhandled rejection'));
   process.on('uncaughtException', (err) => {
     logger.fatal({ err }, 'uncaught exception');
-    void shutdown.run('uncaught exception', 1);
+    void shutdown.begin('uncaught exception', 1);
   });
 
   try {
-    await start(config, logger, shutdown);
+    await startWebProcess(config, logger, shutdown);
   } catch (err) {
     if (shutdown.inProgress) return;
     const fatal = err instanceof PoolBudgetError || err instanceof FatalDatabaseError;
     logger.fatal({ err }, fatal ? err.message : 'startup failed');
-    await shutdown.run('startup failed', fatal ? EXIT_CONFIG : 1);
+    await shutdown.begin('startup failed', fatal ? EXIT_CONFIG : 1);
     return;
   }
   logger.info(

@@ -5,7 +5,7 @@ import { flushed, type Logger } from './logger.js';
  * last stops first), and exits before the bound even when a step hangs.
  */
 export class Shutdown {
-  private readonly steps: Array<{ name: string; run: () => Promise<void> }> = [];
+  private readonly steps: Array<{ name: string; stop: () => Promise<void> | void }> = [];
   private started: Promise<void> | undefined;
   readonly controller = new AbortController();
 
@@ -19,11 +19,12 @@ export class Shutdown {
     return this.started !== undefined;
   }
 
-  add(name: string, run: () => Promise<void>): void {
-    this.steps.push({ name, run });
+  add(name: string, stop: () => Promise<void> | void): void {
+    this.steps.push({ name, stop });
   }
 
-  run(reason: string, exitCode = 0): Promise<void> {
+  /** Begins the shutdown (once: later calls get the same promise). */
+  begin(reason: string, exitCode = 0): Promise<void> {
     this.started ??= this.execute(reason, exitCode);
     return this.started;
   }
@@ -38,7 +39,7 @@ export class Shutdown {
     }, this.timeoutMs).unref();
     for (const step of [...this.steps].reverse()) {
       try {
-        await step.run();
+        await step.stop();
       } catch (err) {
         this.logger.warn({ err, step: step.name }, 'shutdown step failed');
       }

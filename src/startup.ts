@@ -42,7 +42,7 @@ async function drain(server: http.Server): Promise<void> {
  * Starts one web process, as a checklist: config → its own Sequelize → wait for the database →
  * migrations (once, under a lock) → startup log → listen → tell PM2 it is ready.
  */
-export async function start(config: Config, logger: Logger, shutdown: Shutdown): Promise<http.Server> {
+export async function startWebProcess(config: Config, logger: Logger, shutdown: Shutdown): Promise<http.Server> {
   const sequelize = createSequelize(config);
   shutdown.add('database pool', () => sequelize.close());
 
@@ -59,23 +59,20 @@ export async function start(config: Config, logger: Logger, shutdown: Shutdown):
   const budget = await checkPoolBudget(liveness, { instances: config.WEB_INSTANCES, poolMax: config.DB_POOL_MAX });
   logger.debug(budget, 'pool budget fits');
 
-  const readiness = { migrated: false };
   await migrate(sequelize, liveness, logger);
-  readiness.migrated = true;
 
   await presence.announce(liveness);
   presence.startHeartbeat();
 
   const gate = new DatabaseGate(config.DATABASE_URL, logger);
-  shutdown.add('database gate', async () => gate.stop());
+  shutdown.add('database gate', () => gate.stop());
   const ctx: AppContext = {
     gate,
     config,
     sequelize,
     logger,
     auth: authenticate(config.API_TOKEN, (req) => req.session !== undefined),
-    addSystemLog: systemLogger({ host: config.SITELOG_HOST, instance: config.INSTANCE }, logger),
-    readiness,
+    addSystemLog: systemLogger(sequelize, { host: config.SITELOG_HOST, instance: config.INSTANCE }, logger),
   };
   const app = createApp(ctx);
   const server = http.createServer((req, res) => {

@@ -17,7 +17,7 @@ import { startPostgres, type TestPostgres } from './support/postgres.js';
 // startup, one that never turns ready, and a branch ref each cost users nothing.
 
 const ROOT = path.resolve(__dirname, '..');
-const run = promisify(execFile);
+const exec = promisify(execFile);
 
 /** Two consecutive free ports: deploy.sh's blue slot on the first, green on the second. */
 async function freePortPair(): Promise<number> {
@@ -51,7 +51,7 @@ function makeRepository(dir: string): void {
     git('commit', '-q', '-am', name);
   };
   branch('drill-throws', 'src/startup.ts', '  const sequelize = createSequelize(config);', "  throw new Error('drill: this release cannot start');\n  const sequelize = createSequelize(config);");
-  branch('drill-never-ready', 'src/health.ts', 'const ready = database && ctx.readiness.migrated;', 'const ready = false;');
+  branch('drill-never-ready', 'src/health.ts', 'const ready = database;', 'const ready = false;');
   branch('feature', 'src/home.ts', '<main>', '<main data-release="feature">');
   git('checkout', '-q', 'main');
 }
@@ -65,7 +65,7 @@ type Probe = { total: number; retried: string[]; failed: Array<{ status: number;
  * failure, and any answer but 200, is a failed request.
  */
 function probe(base: string, token: string): Probe {
-  const result: Probe = { total: 0, retried: [], failed: [], stop: async () => undefined };
+  const result: Probe = { total: 0, retried: [], failed: [], stop: () => Promise.resolve() };
   let stopped = false;
   const deadline = Date.now() + 600_000;
   const paths = ['/healthz', '/api/logs?limit=1', '/'];
@@ -107,7 +107,7 @@ describe('deploy', { timeout: 900_000 }, () => {
   const deploy = async (ref: string) => {
     const started = Date.now();
     try {
-      const { stdout, stderr } = await run('bash', [path.join(ROOT, 'deploy', 'deploy.sh'), '--repo', repo(), '--ref', ref], { env, timeout: 300_000 });
+      const { stdout, stderr } = await exec('bash', [path.join(ROOT, 'deploy', 'deploy.sh'), '--repo', repo(), '--ref', ref], { env, timeout: 300_000 });
       return { code: 0, output: stdout + stderr, ms: Date.now() - started };
     } catch (err) {
       const e = err as { code?: number; stdout?: string; stderr?: string };
@@ -172,19 +172,23 @@ describe('deploy', { timeout: 900_000 }, () => {
       SITELOG_LISTEN: `127.0.0.1:${listen}`,
       SITELOG_CHECK_SECONDS: '20',
     };
-    const provision = async () => (await run('bash', [path.join(ROOT, 'deploy', 'provision.sh')], { env, timeout: 300_000 })).stdout;
+    const provision = async () => (await exec('bash', [path.join(ROOT, 'deploy', 'provision.sh')], { env, timeout: 300_000 })).stdout;
     const first = await provision();
     assert.match(first, /provision: done, \d+ change\(s\)/);
     assert.doesNotMatch(first, /npm notice|new version|update available/i, "provision's output is its own");
     assert.match(await provision(), /provision: done, 0 change\(s\)/, 'a second run changes nothing');
     token = fs.readFileSync(env['SITELOG_ENV_FILE']!, 'utf8').match(/^API_TOKEN=(.*)$/m)![1]!;
+    // the first deploy, from a local repository that another user owns (git's "dubious ownership")
+    const asRoot = process.getuid?.() === 0;
+    if (asRoot) execFileSync('chown', ['-R', 'nobody', repo()]);
     const initial = await deploy('main');
+    if (asRoot) execFileSync('chown', ['-R', `${process.getuid?.()}`, repo()]);
     assert.equal(initial.code, 0, initial.output);
   });
 
   after(async () => {
     if (!dir) return;
-    await run(process.execPath, [path.join(ROOT, 'node_modules', 'pm2', 'bin', 'pm2'), 'kill'], { env: { ...env, PM2_HOME: path.join(home(), '.pm2') } }).catch(() => undefined);
+    await exec(process.execPath, [path.join(ROOT, 'node_modules', 'pm2', 'bin', 'pm2'), 'kill'], { env: { ...env, PM2_HOME: path.join(home(), '.pm2') } }).catch(() => undefined);
     const pidFile = path.join(dir, 'nginx', 'nginx.pid');
     if (fs.existsSync(pidFile)) process.kill(Number(fs.readFileSync(pidFile, 'utf8').trim()), 'SIGQUIT');
     await postgres?.stop();
@@ -208,10 +212,15 @@ describe('deploy', { timeout: 900_000 }, () => {
     assert.equal(added.filter((d) => d === 'server started').length, 0);
     const expected = Array.from({ length: instances }, (_, k) => `instance ${k} reloaded (pid)`);
     assert.deepEqual(added.map((d) => d.replace(/\(pid \d+\)/, '(pid)')).sort(), expected);
+    // and /api/starts tells the same story: the current start's entries end with this deploy's reloads
+    const starts = (await (await fetch(`${base}/api/starts`, { headers: { authorization: `Bearer ${token}` } })).json()) as {
+      items: Array<{ entries: Array<{ event: string }> }>;
+    };
+    assert.deepEqual(starts.items[0]!.entries.slice(-instances).map((e) => e.event), Array(instances).fill('reloaded'));
     // the doctor runs on the release as deployed: dev dependencies pruned, nothing to build
     const current = path.join(home(), 'current');
     assert.equal(fs.existsSync(path.join(current, 'node_modules', 'typescript')), false);
-    const doctor = await run('npm', ['run', 'doctor', '--silent', '--', '--nginx-config', nginxConf()], { cwd: current, env: { ...env, PM2_HOME: path.join(home(), '.pm2') } }).then(
+    const doctor = await exec('npm', ['run', 'doctor', '--silent', '--', '--nginx-config', nginxConf()], { cwd: current, env: { ...env, PM2_HOME: path.join(home(), '.pm2') } }).then(
       (r) => r.stdout,
       (err: { stdout?: string }) => err.stdout ?? '',
     );

@@ -18,7 +18,7 @@ type Report = { code: number; failed: string[]; output: string };
 
 async function doctor(stack: Stack, opts: { prefix?: string[]; env?: NodeJS.ProcessEnv } = {}): Promise<Report> {
   const [command, ...args] = [...(opts.prefix ?? []), process.execPath, DOCTOR];
-  const result = await run(command!, args, { env: { ...stack.env, ...opts.env } }).then(
+  const result = await run(command, args, { env: { ...stack.env, ...opts.env } }).then(
     (r) => ({ code: 0, stdout: r.stdout }),
     (err: { code: number; stdout: string }) => ({ code: err.code, stdout: err.stdout }),
   );
@@ -46,7 +46,7 @@ describe('npm run doctor', { timeout: 180_000 }, () => {
   });
 
   /** Plants a trap, expects the doctor to name exactly `expected`, then undoes it. */
-  async function planted(expected: string[], plant: () => Promise<unknown>, undo: () => Promise<unknown>, opts?: Parameters<typeof doctor>[1]) {
+  async function planted(expected: string[], plant: () => unknown, undo: () => unknown, opts?: Parameters<typeof doctor>[1]) {
     await plant();
     try {
       const report = await doctor(stack, opts);
@@ -72,8 +72,8 @@ describe('npm run doctor', { timeout: 180_000 }, () => {
     const good = fs.readFileSync(file, 'utf8');
     await planted(
       ['keepalive-order'],
-      async () => fs.writeFileSync(file, good.replace(/keepalive_timeout 30s;/, 'keepalive_timeout 90s;')),
-      async () => fs.writeFileSync(file, good),
+      () => fs.writeFileSync(file, good.replace(/keepalive_timeout 30s;/, 'keepalive_timeout 90s;')),
+      () => fs.writeFileSync(file, good),
     );
   });
 
@@ -82,8 +82,8 @@ describe('npm run doctor', { timeout: 180_000 }, () => {
     const good = fs.readFileSync(file, 'utf8');
     await planted(
       ['nginx-config'],
-      async () => fs.writeFileSync(file, `${good}\nproxy_pas http://sitelog_web;\n`),
-      async () => fs.writeFileSync(file, good),
+      () => fs.writeFileSync(file, `${good}\nproxy_pas http://sitelog_web;\n`),
+      () => fs.writeFileSync(file, good),
     );
   });
 
@@ -107,7 +107,7 @@ describe('npm run doctor', { timeout: 180_000 }, () => {
   });
 
   test("when this host's clock is off, then clock fails", async () => {
-    await planted(['clock'], async () => undefined, async () => undefined, {
+    await planted(['clock'], () => undefined, () => undefined, {
       prefix: ['faketime', '-f', '+120s'],
       env: { FAKETIME_DONT_FAKE_MONOTONIC: '1' },
     });

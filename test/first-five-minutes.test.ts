@@ -16,7 +16,7 @@ import { waitFor } from './support/wait.js';
 // a first start whose logs are clean, and an `npm start` that fails fast and says why.
 
 const ROOT = path.resolve(__dirname, '..');
-const run = promisify(execFile);
+const exec = promisify(execFile);
 
 /** A fresh copy of this working tree (what a clone of it holds) in a new 0700 folder. */
 class Clone {
@@ -51,7 +51,7 @@ class Clone {
 
   async sh(command: string, args: string[]): Promise<{ code: number; output: string }> {
     try {
-      const { stdout, stderr } = await run(command, args, { cwd: this.dir, env: this.env, timeout: 300_000 });
+      const { stdout, stderr } = await exec(command, args, { cwd: this.dir, env: this.env, timeout: 300_000 });
       return { code: 0, output: stdout + stderr };
     } catch (err) {
       const e = err as { code?: number; stdout?: string; stderr?: string };
@@ -194,8 +194,8 @@ describe('npm start fails fast', { timeout: 120_000 }, () => {
     try {
       // nginx stays installed for the other tests; this start (and the PM2 daemon it spawns) sees none
       const hidden = ['/usr/sbin/nginx', '/usr/local/sbin/nginx', '/sbin/nginx'].filter((f) => fs.existsSync(f));
-      const script = [...hidden.map((f) => `mount --bind /dev/null ${f}`), `exec "${process.execPath}" dist/ops/start.js`].join(' && ');
-      const { stdout } = await run('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script], { cwd: ROOT, env: stack.env, timeout: 120_000 });
+      const script = [...hidden.map((f) => `mount --bind /dev/null ${f}`), `exec "${process.execPath}" dist/ops/stack-up.js`].join(' && ');
+      const { stdout } = await exec('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script], { cwd: ROOT, env: stack.env, timeout: 120_000 });
       assert.match(stdout, /^sitelog: nginx is not installed, so the proxy app is off \(apt-get install nginx-light\)$/m);
       assert.match(stdout, new RegExp(`open +http://127\\.0\\.0\\.1:${stack.port}/ +\\(the web instances directly\\)`));
       assert.equal((await stack.processes('proxy')).length, 0);

@@ -3,8 +3,9 @@ import express, { Router, type NextFunction, type Request, type Response } from 
 import { QueryTypes } from 'sequelize';
 import { secretEquals } from '../auth.js';
 import type { AppContext } from '../context.js';
-import { forbidden, HttpError, notFound, tooManyRequests } from '../errors.js';
-import { liveInstances, startHistory } from '../instances/routes.js';
+import { ERRORS, forbidden, HttpError, notFound, tooManyRequests } from '../errors.js';
+import { withConnection } from '../db/lean.js';
+import { liveInstances, startHistory } from '../instances/queries.js';
 import { STYPES } from '../logs/model.js';
 import { getLog, listLogs } from '../logs/queries.js';
 import { listLogsQuery, logId } from '../logs/schema.js';
@@ -107,7 +108,7 @@ export function consoleRouter(ctx: AppContext): Router {
   router.use('/console', (req: Request, res: Response, next: NextFunction) => {
     if (req.session) return next();
     if (req.method === 'GET' || req.method === 'HEAD') return res.redirect(303, '/console/login');
-    next(new HttpError(401, 'SITELOG_UNAUTHORIZED', 'log in first'));
+    next(new HttpError(ERRORS.SITELOG_UNAUTHORIZED, 'log in first'));
   });
 
   const checkCsrf = (req: Request) => {
@@ -125,7 +126,7 @@ export function consoleRouter(ctx: AppContext): Router {
   });
 
   router.get('/console', async (req, res) => {
-    const rows = await liveInstances();
+    const rows = await withConnection(ctx.sequelize, liveInstances);
     res.type('html').send(
       layout({
         title: 'Instances',
@@ -138,7 +139,7 @@ export function consoleRouter(ctx: AppContext): Router {
   });
 
   router.get('/console/starts', async (req, res) => {
-    const starts = await startHistory({ limit: 50 });
+    const starts = await withConnection(ctx.sequelize, (run) => startHistory(run, { limit: 50 }));
     const items = starts
       .map(
         (s) => `<section class="start"><h2>server started <time>${escapeHtml(formatTime(s.timestamp))}</time> on ${escapeHtml(s.host)}</h2>
@@ -196,7 +197,7 @@ export function consoleRouter(ctx: AppContext): Router {
           },
         )
       : [];
-    const keep = new URLSearchParams(Object.entries(params).filter(([k]) => k !== 'before' && k !== 'limit') as Array<[string, string]>);
+    const keep = new URLSearchParams(Object.entries(params).filter(([k]) => k !== 'before' && k !== 'limit'));
     const nextLink = page.next ? `/console/logs?${new URLSearchParams([...keep, ['before', page.next]]).toString()}` : undefined;
     const value = (k: string) => escapeHtml(typeof raw[k] === 'string' ? raw[k] : '');
     const rows = page.items

@@ -1,4 +1,5 @@
 import crypto from 'node:crypto';
+import { parse as parseCookies } from 'cookie';
 import type { Request, Response } from 'express';
 import { QueryTypes, type Sequelize } from 'sequelize';
 import { secretEquals } from '../auth.js';
@@ -10,32 +11,14 @@ const SESSION_HOURS = 12;
 const sha256 = (s: string) => crypto.createHash('sha256').update(s).digest('hex');
 export const randomToken = () => crypto.randomBytes(32).toString('base64url');
 
-/** A cookie value a browser (or anyone) sent with a stray `%` is taken as it is, not a 500. */
-function safeDecode(value: string): string {
-  try {
-    return decodeURIComponent(value);
-  } catch {
-    return value;
-  }
-}
-
-export function cookies(req: Request): Record<string, string> {
-  const header = req.get('cookie') ?? '';
-  return Object.fromEntries(
-    header
-      .split(';')
-      .map((part) => part.trim().split('='))
-      .filter((kv): kv is [string, string] => kv.length === 2 && kv[0] !== '' && kv[1] !== undefined)
-      .map(([k, v]) => [k, safeDecode(v)]),
-  );
+export function cookies(req: Request): Record<string, string | undefined> {
+  // cookie.parse keeps values with '=' in them, and takes a stray '%' as it is instead of throwing
+  return parseCookies(req.get('cookie') ?? '');
 }
 
 /** HttpOnly, SameSite=Strict, and Secure when the browser reached nginx over HTTPS. */
 export function setCookie(req: Request, res: Response, name: string, value: string, maxAgeSeconds: number): void {
-  res.append(
-    'Set-Cookie',
-    `${name}=${encodeURIComponent(value)}; Path=/; HttpOnly; SameSite=Strict; Max-Age=${maxAgeSeconds}${req.secure ? '; Secure' : ''}`,
-  );
+  res.cookie(name, value, { path: '/', httpOnly: true, sameSite: 'strict', maxAge: maxAgeSeconds * 1000, secure: req.secure });
 }
 
 export type Session = { csrf: string };

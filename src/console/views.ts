@@ -1,6 +1,6 @@
 // Server-rendered HTML of the console: no framework, no CDN, every value escaped.
 
-export const escapeHtml = (value: unknown): string =>
+export const escapeHtml = (value: string | number | null | undefined): string =>
   String(value ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 
 export type Nav = 'instances' | 'starts' | 'logs' | 'login';

@@ -1,27 +1,15 @@
 import pg from 'pg';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { databaseTrouble } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { LOCK_CREATE_DATABASE } from './locks.js';
 
 /** Startup fails for good (no retry) on these: a wrong password does not fix itself. */
 export class FatalDatabaseError extends Error {}
 
-const RETRYABLE_CODES = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'ETIMEDOUT',
-  'EPIPE',
-  'EAI_AGAIN',
-  '57P01', // admin_shutdown
-  '57P02', // crash_shutdown
-  '57P03', // cannot_connect_now: starting up or shutting down
-  '53300', // too_many_connections
-]);
-
+/** A server that is gone (refused, starting up: 57P03) or busy (no slot left) now may be there soon. */
 export function isRetryable(err: unknown): boolean {
-  const e = err as { code?: string; message?: string };
-  if (e.code && RETRYABLE_CODES.has(e.code)) return true;
-  return /timeout|terminated|Connection terminated|ECONNREFUSED/i.test(e.message ?? '');
+  return databaseTrouble(err) !== undefined;
 }
 
 export function databaseName(url: string): string {

@@ -2,9 +2,12 @@ import type pg from 'pg';
 import type { Sequelize } from 'sequelize';
 
 /**
- * Sequelize's leanest path for the hot routes: a connection from its own pool (the same budget,
- * validation and acquire timeout as every other query) and a named prepared statement on it, so
- * PostgreSQL parses and plans the query once per connection. The models stay the schema's source.
+ * The one way sitelog runs SQL: a feature's queries module names its statements, and a runner
+ * executes them on one connection. The connection is one of Sequelize's pool (the same budget,
+ * validation and acquire timeout as everything else; `withConnection`) or a client of a process's own,
+ * such as its liveness connection (`runOn`). A statement with a name is prepared once per connection,
+ * so PostgreSQL parses and plans it once; one whose plan depends on its values has the name ''.
+ * The tables are described by the migrations (src/db/migrations/), not by models.
  */
 export type Statement = { readonly name: string; readonly text: string };
 
@@ -12,9 +15,15 @@ type PooledClient = pg.Client & { _invalid?: boolean };
 
 export type Run = <R extends pg.QueryResultRow>(statement: Statement, values: unknown[]) => Promise<R[]>;
 
+/** A runner on one client: the liveness connection, a migration's, or a pooled one. */
+export function runOn(client: pg.Client): Run {
+  return async <R extends pg.QueryResultRow>(statement: Statement, values: unknown[]) =>
+    (await client.query<R>(statement.name ? { name: statement.name, text: statement.text, values } : { text: statement.text, values })).rows;
+}
+
 export async function withConnection<T>(sequelize: Sequelize, work: (run: Run) => Promise<T>): Promise<T> {
   const client = (await sequelize.connectionManager.getConnection({ type: 'write' })) as PooledClient;
-  const run: Run = async (statement, values) => (await client.query({ name: statement.name, text: statement.text, values })).rows;
+  const run = runOn(client);
   try {
     return await work(run);
   } catch (err) {
@@ -27,19 +36,22 @@ export async function withConnection<T>(sequelize: Sequelize, work: (run: Run) =
   }
 }
 
-/** `work` in a transaction on a connection of its own: BEGIN, the work, COMMIT or ROLLBACK. */
+/** `work` in a transaction on the runner's connection: BEGIN, the work, COMMIT or ROLLBACK. */
+export async function transaction<T>(run: Run, work: (run: Run) => Promise<T>): Promise<T> {
+  await run(BEGIN, []);
+  try {
+    const result = await work(run);
+    await run(COMMIT, []);
+    return result;
+  } catch (err) {
+    await run(ROLLBACK, []).catch(() => undefined);
+    throw err;
+  }
+}
+
+/** `work` in a transaction on a pooled connection of its own. */
 export async function inTransaction<T>(sequelize: Sequelize, work: (run: Run) => Promise<T>): Promise<T> {
-  return withConnection(sequelize, async (run) => {
-    await run(BEGIN, []);
-    try {
-      const result = await work(run);
-      await run(COMMIT, []);
-      return result;
-    } catch (err) {
-      await run(ROLLBACK, []).catch(() => undefined);
-      throw err;
-    }
-  });
+  return withConnection(sequelize, (run) => transaction(run, work));
 }
 
 const BEGIN: Statement = { name: 'sitelog-begin', text: 'BEGIN' };

@@ -4,3 +4,11 @@
  */
 export const LOCK_MIGRATIONS = 0x5173_6c67_0001n.toString();
 export const LOCK_CREATE_DATABASE = 0x5173_6c67_0002n.toString();
+
+/**
+ * A process's liveness lock is (hashtext(LIVENESS_PREFIX || host), pid), held on a connection of its
+ * own for its whole life; the view live_instances (migration 0001) joins pg_locks on the same key.
+ */
+export const LIVENESS_PREFIX = 'sitelog:live:';
+/** A host's start lock, hashtext(START_PREFIX || host), taken per transaction while a process registers. */
+export const START_PREFIX = 'sitelog:start:';

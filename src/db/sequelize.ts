@@ -1,14 +1,14 @@
 import { Sequelize } from 'sequelize';
 import type { Config } from '../config.js';
 import { DB_CONNECT_TIMEOUT_MS } from '../timeouts.js';
-import { initModels } from './models.js';
 
 /**
  * Each web instance builds its own Sequelize inside its startup path, never at import time:
- * a connection opened before PM2 forks would be shared by workers (the seed's incident).
+ * a connection opened before PM2 forks would be shared by workers (the seed's incident). Sequelize
+ * is the pool (and umzug's storage for the migrations); statements go through db/lean.ts.
  */
 export function createSequelize(config: Config): Sequelize {
-  const sequelize = new Sequelize(config.DATABASE_URL, {
+  return new Sequelize(config.DATABASE_URL, {
     dialect: 'postgres',
     logging: false,
     benchmark: false,
@@ -29,6 +29,4 @@ export function createSequelize(config: Config): Sequelize {
       keepAlive: true,
     },
   });
-  initModels(sequelize);
-  return sequelize;
 }

@@ -1,48 +1,11 @@
-import {
-  DataTypes,
-  Model,
-  type CreationOptional,
-  type InferAttributes,
-  type InferCreationAttributes,
-  type Sequelize,
-} from 'sequelize';
-
 export const STYPES = ['system', 'security', 'app', 'error'] as const;
 export type Stype = (typeof STYPES)[number];
 
-export class SystemLog extends Model<InferAttributes<SystemLog>, InferCreationAttributes<SystemLog>> {
-  declare id: CreationOptional<string>;
-  declare stype: Stype;
-  declare timestamp: CreationOptional<Date>;
-  declare description: string;
-  declare ip: string | null;
-  declare user_agent: string | null;
-  declare host: string;
-  declare instance: number | null;
-  declare request_id: string | null;
-
-  static initModel(sequelize: Sequelize): void {
-    SystemLog.init(
-      {
-        id: { type: DataTypes.BIGINT, primaryKey: true, autoIncrement: true },
-        stype: { type: DataTypes.TEXT, allowNull: false },
-        timestamp: { type: DataTypes.DATE(3), allowNull: false, defaultValue: DataTypes.NOW },
-        description: { type: DataTypes.TEXT, allowNull: false },
-        ip: { type: DataTypes.TEXT },
-        user_agent: { type: DataTypes.TEXT },
-        host: { type: DataTypes.TEXT, allowNull: false },
-        instance: { type: DataTypes.INTEGER },
-        request_id: { type: DataTypes.TEXT, unique: true },
-      },
-      { sequelize, tableName: 'system_logs', timestamps: false },
-    );
-  }
-}
-
-export type LogEntry = {
-  id: number;
+/** A row of system_logs, as pg returns it (the table is created by the migrations). */
+export type LogRow = {
+  id: string;
   stype: Stype;
-  timestamp: string;
+  timestamp: Date;
   description: string;
   ip: string | null;
   user_agent: string | null;
@@ -51,16 +14,9 @@ export type LogEntry = {
   request_id: string | null;
 };
 
-export function toLogEntry(row: InferAttributes<SystemLog>): LogEntry {
-  return {
-    id: Number(row.id),
-    stype: row.stype,
-    timestamp: new Date(row.timestamp).toISOString(),
-    description: row.description,
-    ip: row.ip,
-    user_agent: row.user_agent,
-    host: row.host,
-    instance: row.instance,
-    request_id: row.request_id,
-  };
+/** An entry as the API answers it (SPEC "Log entry fields"): the row, its id a number, its time ISO 8601. */
+export type LogEntry = Omit<LogRow, 'id' | 'timestamp'> & { id: number; timestamp: string };
+
+export function toLogEntry(row: LogRow): LogEntry {
+  return { ...row, id: Number(row.id), timestamp: new Date(row.timestamp).toISOString() };
 }

@@ -1,15 +1,13 @@
 import type { Sequelize } from 'sequelize';
-import { inTransaction, withConnection, type Statement } from '../db/lean.js';
+import { inTransaction, withConnection, type Run, type Statement } from '../db/lean.js';
 import type { CreateLogBody, ListLogsQuery } from './schema.js';
 import { decodeCursor, encodeCursor } from './schema.js';
-import { toLogEntry, type LogEntry, type SystemLog } from './model.js';
-import type { InferAttributes } from 'sequelize';
-import { badRequest } from '../errors.js';
+import { toLogEntry, type LogEntry, type LogRow as Row, type Stype } from './model.js';
+import { badRequest, ERRORS } from '../errors.js';
 
-// Hot paths run prepared SQL on Sequelize's pool (db/lean.ts); the models stay the description of the tables.
+// Every statement on system_logs, run by db/lean.ts's runner: on Sequelize's pool for requests, on
+// a process's liveness connection for the startup log.
 const COLUMNS = `id, stype, "timestamp", description, ip, user_agent, host, instance, request_id`;
-
-type Row = InferAttributes<SystemLog>;
 
 const escapeLike = (s: string) => s.replace(/[\\%_]/g, (c) => `\\${c}`);
 
@@ -27,7 +25,7 @@ export function listLogsStatement(query: ListLogsQuery): { statement: Statement;
   if (query.until) where.push(`"timestamp" < ${param(query.until.toISOString())}`);
   if (query.before !== undefined) {
     const cursor = decodeCursor(query.before);
-    if (!cursor) throw badRequest('before: not a cursor this API returned', 'SITELOG_BAD_CURSOR');
+    if (!cursor) throw badRequest(ERRORS.SITELOG_BAD_CURSOR);
     where.push(`("timestamp", id) < (${param(cursor.timestamp.toISOString())}::timestamptz, ${param(cursor.id)}::bigint)`);
   }
   const text = `SELECT ${COLUMNS} FROM system_logs ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
@@ -71,6 +69,24 @@ const INSERT_LOG: Statement = {
          ON CONFLICT (request_id) DO NOTHING RETURNING ${COLUMNS}`,
 };
 const LOG_BY_REQUEST_ID: Statement = { name: 'sitelog-log-by-request-id', text: `SELECT ${COLUMNS} FROM system_logs WHERE request_id = $1` };
+
+export type SystemEntry = {
+  stype: Stype;
+  description: string;
+  host: string;
+  instance: number | null;
+  ip?: string | null;
+  userAgent?: string | null;
+  requestId?: string | null;
+};
+
+/** Writes an entry of the system's own (the startup log, a failed login) with the runner given. */
+export async function insertEntry(run: Run, entry: SystemEntry): Promise<LogEntry> {
+  const values = [entry.stype, entry.description, entry.ip ?? null, entry.userAgent ?? null, entry.host, entry.instance, entry.requestId ?? null];
+  const [row] = await run<Row>(INSERT_LOG, values);
+  // an entry with a request id already stored is that request's: read it back
+  return toLogEntry(row ?? (await run<Row>(LOG_BY_REQUEST_ID, [entry.requestId]))[0]!);
+}
 
 /**
  * Stores an entry once per request id, in a transaction that writes the row and reads it back

@@ -1,6 +1,6 @@
 import { Router } from 'express';
 import type { AppContext } from '../context.js';
-import { badRequest, conflict, notFound } from '../errors.js';
+import { badRequest, ERRORS, notFound, unprocessableContent } from '../errors.js';
 import { createLog, getLog, listLogs } from './queries.js';
 import { createLogBody, idempotencyKey, listLogsQuery, logId } from './schema.js';
 
@@ -21,9 +21,7 @@ export function logsRouter(ctx: AppContext): Router {
   router.post('/', ctx.auth.token, async (req, res) => {
     const body = createLogBody.parse(req.body ?? {});
     const clientKey = req.get('idempotency-key');
-    if (clientKey !== undefined && !idempotencyKey.safeParse(clientKey).success) {
-      throw badRequest('Idempotency-Key: must be 8-128 characters of [A-Za-z0-9._:-]', 'SITELOG_BAD_IDEMPOTENCY_KEY');
-    }
+    if (clientKey !== undefined && !idempotencyKey.safeParse(clientKey).success) throw badRequest(ERRORS.SITELOG_BAD_IDEMPOTENCY_KEY);
     const { entry, created } = await createLog(ctx.sequelize, {
       ...body,
       ip: req.ip ?? null,
@@ -33,7 +31,7 @@ export function logsRouter(ctx: AppContext): Router {
       requestId: clientKey ?? req.id,
     });
     if (!created && (entry.stype !== body.stype || entry.description !== body.description)) {
-      throw conflict('Idempotency-Key was already used for a different entry', 'SITELOG_IDEMPOTENCY_KEY_REUSED');
+      throw unprocessableContent(ERRORS.SITELOG_IDEMPOTENCY_KEY_REUSED);
     }
     res.status(201).set('Location', `/api/logs/${entry.id}`);
     if (!created) res.set('Idempotent-Replayed', 'true');

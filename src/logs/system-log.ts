@@ -1,5 +1,8 @@
+import type { Sequelize } from 'sequelize';
+import { withConnection } from '../db/lean.js';
 import type { Logger } from '../logger.js';
-import { SystemLog, type Stype } from './model.js';
+import type { LogEntry, Stype } from './model.js';
+import { insertEntry } from './queries.js';
 
 export type SystemLogInput = {
   stype: Stype;
@@ -13,18 +16,10 @@ export type SystemLogInput = {
  * The seed's add_system_log: records an event and never throws into its caller, whose own work
  * (a login, a request) must not fail because the log could not be written.
  */
-export function systemLogger(identity: { host: string; instance: number }, logger: Logger) {
-  return async function addSystemLog(input: SystemLogInput): Promise<SystemLog | null> {
+export function systemLogger(sequelize: Sequelize, identity: { host: string; instance: number }, logger: Logger) {
+  return async function addSystemLog(input: SystemLogInput): Promise<LogEntry | null> {
     try {
-      return await SystemLog.create({
-        stype: input.stype,
-        description: input.description,
-        ip: input.ip ?? null,
-        user_agent: input.userAgent ?? null,
-        request_id: input.requestId ?? null,
-        host: identity.host,
-        instance: identity.instance,
-      });
+      return await withConnection(sequelize, (run) => insertEntry(run, { ...input, ...identity }));
     } catch (err) {
       logger.error({ err, stype: input.stype }, 'could not write system log entry');
       return null;

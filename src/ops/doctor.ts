@@ -2,7 +2,10 @@ import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs, promisify } from 'node:util';
-import { checkPoolBudget, clientFor, PoolBudgetError } from '../db/database.js';
+import type pg from 'pg';
+import type { z } from 'zod';
+import { envFields, withLocalSecrets } from '../config.js';
+import { clientFor, CONNECTION_RESERVE, CONNECTIONS_BESIDE_POOL } from '../db/database.js';
 import { pendingMigrations } from '../db/migrate.js';
 import { DATABASE_WAIT_MS, KEEP_ALIVE_MS, SHUTDOWN_MS } from '../timeouts.js';
 import { findNginx } from './nginx.js';
@@ -10,13 +13,15 @@ import { isWebApp, listAll, type Pm2Process } from './pm2.js';
 
 // `npm run doctor`: checks a running deployment (the PM2 of PM2_HOME, the database and nginx it
 // uses) against the traps of this layout, and prints what to fix. Exit 1 when something is wrong.
-// Read-only: it changes nothing, and never prints a secret.
+// Read-only: it changes nothing, and never prints a secret. It first collects facts, then judges
+// them with the checks below, pure functions of those facts.
 
 const run = promisify(execFile);
 
-type Finding = { id: string; ok: boolean; detail: string; fix?: string };
+export type Finding = { id: string; ok: boolean; detail: string; fix?: string };
 
-type WebProcess = Pm2Process & {
+/** A process as `pm2 jlist` reports it, with the settings the checks read. */
+export type Pm2App = Pm2Process & {
   pm2_env: Pm2Process['pm2_env'] & {
     exec_mode?: string;
     wait_ready?: boolean;
@@ -27,8 +32,207 @@ type WebProcess = Pm2Process & {
   } & Record<string, unknown>;
 };
 
+export type Pm2Facts = { home: string; daemon: boolean; processes: Pm2App[] };
+export type PgSetting = { name: string; setting: string };
+export type ClockSample = { sentMs: number; serverMs: number; receivedMs: number };
+export type DatabaseFacts =
+  | { state: 'no-url' }
+  | { state: 'unreachable'; error: string }
+  | { state: 'reachable'; settings: PgSetting[]; pending: string[]; clock: ClockSample[] };
+export type NginxTest = { passed: true; stdout: string } | { passed: false; stderr: string };
+export type NginxFacts = { installed: false } | { installed: true; config: string | undefined; asRoot: boolean; test: NginxTest };
+
+export type Facts = {
+  /** The web app's processes (web, or web-blue and web-green): never empty once the pm2 check passes. */
+  web: [Pm2App, ...Pm2App[]];
+  database: DatabaseFacts;
+  nginx: NginxFacts;
+  disk: { dir: string; freeMb: number };
+  limits: { minFreeMb: number; maxSkewMs: number };
+};
+
+export type Check = (facts: Facts) => Finding | Finding[];
+
 const ok = (id: string, detail: string): Finding => ({ id, ok: true, detail });
 const fail = (id: string, detail: string, fix: string): Finding => ({ id, ok: false, detail, fix });
+
+function envOf(p: Pm2App, name: string): string | undefined {
+  const value = p.pm2_env.env?.[name] ?? p.pm2_env[name];
+  if (typeof value !== 'string' && typeof value !== 'number') return undefined;
+  return String(value) || undefined;
+}
+
+/**
+ * A value of web's environment read as the app reads it (config.ts), so the schema's default when
+ * unset. An invalid value counts as unset: the app refuses to start on it, and instances-online says so.
+ */
+function asConfig<S extends z.ZodType>(field: S, value: string | undefined): z.output<S> {
+  const parsed = field.safeParse(value);
+  return parsed.success ? parsed.data : field.parse(undefined);
+}
+
+// ---- checks, in the order they print ----
+
+/** Runs before the others: without a daemon and a web app there is nothing else to collect. */
+export function pm2({ home, daemon, processes }: Pm2Facts): Finding[] {
+  if (!daemon) return [fail('pm2', `no PM2 daemon runs for PM2_HOME=${home}`, 'npm start, or pm2 start ecosystem.config.js')];
+  if (!processes.some(isWebApp)) return [fail('pm2', 'PM2 runs no web app in the sitelog namespace', 'pm2 start ecosystem.config.js')];
+  return [];
+}
+
+export function clusterMode({ web }: Facts): Finding {
+  const mode = web[0].pm2_env.exec_mode;
+  if (mode === 'cluster_mode') return ok('cluster-mode', `web runs in cluster mode (${web.length} instances)`);
+  const detail = `web runs in ${mode ?? 'fork'} mode: its instances cannot share PORT behind one upstream`;
+  return fail('cluster-mode', detail, "exec_mode: 'cluster' in ecosystem.config.js");
+}
+
+export function waitReady({ web }: Facts): Finding {
+  if (web[0].pm2_env.wait_ready === true) {
+    return ok('wait-ready', 'wait_ready is on: PM2 routes to an instance only after it reported ready');
+  }
+  const detail = 'wait_ready is off: PM2 counts an instance as up before its database and migrations are, so a reload drops requests';
+  return fail('wait-ready', detail, 'wait_ready: true in ecosystem.config.js');
+}
+
+export function listenTimeout({ web }: Facts): Finding {
+  const timeout = web[0].pm2_env.listen_timeout;
+  if ((timeout ?? 0) > DATABASE_WAIT_MS) {
+    return ok('listen-timeout', `listen_timeout ${timeout} ms is above the database wait (${DATABASE_WAIT_MS} ms)`);
+  }
+  const detail = `listen_timeout ${timeout ?? 'unset'} ms is not above the database wait (${DATABASE_WAIT_MS} ms): PM2 gives up on an instance still waiting for PostgreSQL and restarts it in a loop`;
+  return fail('listen-timeout', detail, `listen_timeout above ${DATABASE_WAIT_MS} (ecosystem.config.js sets DATABASE_WAIT_MS + 15000)`);
+}
+
+export function killTimeout({ web }: Facts): Finding {
+  const timeout = web[0].pm2_env.kill_timeout;
+  if ((timeout ?? 0) > SHUTDOWN_MS) {
+    return ok('kill-timeout', `kill_timeout ${timeout} ms is above the shutdown bound (${SHUTDOWN_MS} ms)`);
+  }
+  const detail = `kill_timeout ${timeout ?? 'unset'} ms is not above the shutdown bound (${SHUTDOWN_MS} ms): PM2 kills instances mid-drain and in-flight requests fail`;
+  return fail('kill-timeout', detail, `kill_timeout above ${SHUTDOWN_MS} (ecosystem.config.js sets SHUTDOWN_MS + 2000)`);
+}
+
+export function instancesOnline({ web }: Facts): Finding {
+  const online = web.filter((p) => p.pm2_env.status === 'online').length;
+  const detail = `${online} of ${web.length} web instances online`;
+  if (online === web.length) return ok('instances-online', detail);
+  return fail('instances-online', detail, 'npx pm2 logs web --lines 50 tells why the others stopped');
+}
+
+export function database({ database: db }: Facts): Finding {
+  switch (db.state) {
+    case 'no-url':
+      return fail('database', 'web has no DATABASE_URL in its environment', 'set DATABASE_URL for web');
+    case 'unreachable':
+      return fail('database', `PostgreSQL does not answer: ${db.error}`, 'start PostgreSQL, or fix DATABASE_URL');
+    case 'reachable':
+      return ok('database', 'PostgreSQL answers');
+  }
+}
+
+/** The budget of db/database.ts's checkPoolBudget, for the instances PM2 runs now, not only those configured. */
+export function poolBudget({ web, database: db }: Facts): Finding | Finding[] {
+  if (db.state !== 'reachable') return [];
+  const setting = (name: string) => db.settings.find((row) => row.name === name)?.setting;
+  const [max, reserved] = [setting('max_connections'), setting('superuser_reserved_connections')];
+  // PM2 may run more than WEB_INSTANCES after a `pm2 scale`; with 'max' it runs one per CPU, all in web
+  const configured = asConfig(envFields.WEB_INSTANCES, envOf(web[0], 'WEB_INSTANCES'));
+  const instances = Math.max(web.length, configured === 'max' ? 0 : configured);
+  const poolMax = asConfig(envFields.DB_POOL_MAX, envOf(web[0], 'DB_POOL_MAX'));
+  const needed = instances * (poolMax + CONNECTIONS_BESIDE_POOL) + CONNECTION_RESERVE;
+  const available = Number(max) - Number(reserved);
+  if (needed <= available) return ok('pool-budget', `${instances} instances × pool ${poolMax} need ${needed} of ${available} connections`);
+  const detail =
+    `pool budget exceeded: instances ${instances} × (DB_POOL_MAX ${poolMax} + ${CONNECTIONS_BESIDE_POOL}) + reserve ${CONNECTION_RESERVE} = ${needed} connections, ` +
+    `but the server allows ${available} (max_connections ${max} − superuser_reserved_connections ${reserved}); lower DB_POOL_MAX or raise max_connections`;
+  return fail('pool-budget', detail, 'lower DB_POOL_MAX or the instance count, or raise max_connections');
+}
+
+export function migrations({ database: db }: Facts): Finding | Finding[] {
+  if (db.state !== 'reachable') return [];
+  if (db.pending.length === 0) return ok('migrations', 'every migration of this build is applied');
+  return fail('migrations', `not applied: ${db.pending.join(', ')}`, 'npm run migrate (deploy/deploy.sh runs it before the reload)');
+}
+
+/** PostgreSQL's clock minus this host's, from the sample with the shortest round trip: the least uncertain. */
+export function clockSkewMs(samples: ClockSample[]): number {
+  const roundTrip = (s: ClockSample) => s.receivedMs - s.sentMs;
+  const best = samples.reduce((a, b) => (roundTrip(b) < roundTrip(a) ? b : a));
+  return best.serverMs - (best.sentMs + best.receivedMs) / 2;
+}
+
+export function clock({ database: db, limits }: Facts): Finding | Finding[] {
+  if (db.state !== 'reachable') return [];
+  const skew = clockSkewMs(db.clock);
+  if (Math.abs(skew) <= limits.maxSkewMs) return ok('clock', `this host and PostgreSQL agree within ${Math.round(Math.abs(skew))} ms`);
+  const detail = `this host's clock is ${Math.round(-skew)} ms off PostgreSQL's: log times and the console's "last seen" lie`;
+  return fail('clock', detail, 'run NTP (systemd-timesyncd or chrony) on every host');
+}
+
+/** nginx's first [emerg] line without its time and pid, else all it said. */
+function nginxError(stderr: string): string {
+  const line = stderr.split('\n').find((l) => l.includes('[emerg]')) ?? stderr.trim();
+  return line.replace(/^.*\[emerg\] \d+#\d+: /, '');
+}
+
+export function nginxConfig({ nginx }: Facts): Finding {
+  if (!nginx.installed) return fail('nginx-config', 'no nginx binary on this host', 'apt-get install nginx (deploy/provision.sh does)');
+  if (nginx.test.passed) return ok('nginx-config', `nginx -t passes${nginx.config ? ` (${nginx.config})` : ''}`);
+  const error = nginxError(nginx.test.stderr);
+  if (/Permission denied/.test(error) && !nginx.asRoot) {
+    const fix = 'run the doctor as root: sudo env PM2_HOME=$PM2_HOME npm run doctor';
+    return fail('nginx-config', `nginx -t cannot run as this user (${error})`, fix);
+  }
+  return fail('nginx-config', `nginx -t fails: ${error}`, 'fix the file it names, then nginx -t and nginx -s reload');
+}
+
+/** nginx's duration syntax: 30, 30s, 1m, 500ms … in milliseconds. */
+export function nginxDurationMs(text: string): number {
+  const units: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+  let total = 0;
+  for (const [, n, unit] of text.matchAll(/(\d+)(ms|s|m|h|d)?/g)) total += Number(n) * units[unit ?? 's']!;
+  return total;
+}
+
+export function keepaliveOrder({ nginx }: Facts): Finding | Finding[] {
+  if (!nginx.installed || !nginx.test.passed) return [];
+  const upstream = nginx.test.stdout.match(/upstream\s+sitelog_web\s*\{([^}]*)\}/)?.[1];
+  if (upstream === undefined) {
+    return fail('keepalive-order', 'no upstream sitelog_web in the nginx configuration', 'install the site from nginx/ (deploy/provision.sh)');
+  }
+  // nginx's default for upstream keepalive_timeout is 60 s
+  const idle = nginxDurationMs(upstream.match(/^\s*keepalive_timeout\s+([^;]+);/m)?.[1] ?? '60s');
+  const [nginxS, appS] = [idle / 1000, KEEP_ALIVE_MS / 1000];
+  if (idle < KEEP_ALIVE_MS) return ok('keepalive-order', `nginx drops idle upstream connections after ${nginxS} s, before the app does (${appS} s)`);
+  const detail = `nginx keeps idle upstream connections ${nginxS} s, the app ${appS} s: nginx will send requests on connections the app is closing (502s)`;
+  return fail('keepalive-order', detail, `keepalive_timeout below ${appS}s in the upstream block`);
+}
+
+export function logDisk({ disk, limits }: Facts): Finding {
+  if (disk.freeMb >= limits.minFreeMb) return ok('log-disk', `${disk.freeMb} MB free for logs in ${disk.dir}`);
+  const detail = `${disk.freeMb} MB free for logs in ${disk.dir} (below ${limits.minFreeMb} MB): PM2 stops writing logs when the disk fills`;
+  return fail('log-disk', detail, 'free space, and let pm2-logrotate cap the logs (deploy/provision.sh sets it up)');
+}
+
+export const checks: Check[] = [
+  clusterMode,
+  waitReady,
+  listenTimeout,
+  killTimeout,
+  instancesOnline,
+  database,
+  poolBudget,
+  migrations,
+  clock,
+  nginxConfig,
+  keepaliveOrder,
+  logDisk,
+];
+
+export const judge = (facts: Facts): Finding[] => checks.flatMap((check) => check(facts));
+
+// ---- facts ----
 
 /** A PM2 daemon answers on PM2_HOME; `pm2 jlist` without one would start one, which a check must not. */
 function daemonRunning(pm2Home: string): boolean {
@@ -40,139 +244,91 @@ function daemonRunning(pm2Home: string): boolean {
   }
 }
 
-function envOf(p: WebProcess, name: string): string | undefined {
-  const value = p.pm2_env.env?.[name] ?? p.pm2_env[name];
-  return typeof value === 'string' || typeof value === 'number' ? String(value) : undefined;
+async function collectPm2(env: NodeJS.ProcessEnv): Promise<Pm2Facts> {
+  const home = env['PM2_HOME'] ?? path.join(env['HOME'] ?? '/root', '.pm2');
+  if (!daemonRunning(home)) return { home, daemon: false, processes: [] };
+  const processes = (await listAll(env)).filter((p) => p.pm2_env.namespace === 'sitelog') as Pm2App[];
+  return { home, daemon: true, processes };
 }
 
-function checkPm2(web: WebProcess[]): Finding[] {
-  const env = web[0]!.pm2_env;
-  const online = web.filter((p) => p.pm2_env.status === 'online').length;
-  return [
-    env.exec_mode === 'cluster_mode'
-      ? ok('cluster-mode', `web runs in cluster mode (${web.length} instances)`)
-      : fail('cluster-mode', `web runs in ${env.exec_mode ?? 'fork'} mode: its instances cannot share PORT behind one upstream`, "exec_mode: 'cluster' in ecosystem.config.js"),
-    env.wait_ready === true
-      ? ok('wait-ready', 'wait_ready is on: PM2 routes to an instance only after it reported ready')
-      : fail('wait-ready', 'wait_ready is off: PM2 counts an instance as up before its database and migrations are, so a reload drops requests', 'wait_ready: true in ecosystem.config.js'),
-    (env.listen_timeout ?? 0) > DATABASE_WAIT_MS
-      ? ok('listen-timeout', `listen_timeout ${env.listen_timeout} ms is above the database wait (${DATABASE_WAIT_MS} ms)`)
-      : fail('listen-timeout', `listen_timeout ${env.listen_timeout ?? 'unset'} ms is not above the database wait (${DATABASE_WAIT_MS} ms): PM2 gives up on an instance still waiting for PostgreSQL and restarts it in a loop`, `listen_timeout above ${DATABASE_WAIT_MS} (ecosystem.config.js sets DATABASE_WAIT_MS + 15000)`),
-    (env.kill_timeout ?? 0) > SHUTDOWN_MS
-      ? ok('kill-timeout', `kill_timeout ${env.kill_timeout} ms is above the shutdown bound (${SHUTDOWN_MS} ms)`)
-      : fail('kill-timeout', `kill_timeout ${env.kill_timeout ?? 'unset'} ms is not above the shutdown bound (${SHUTDOWN_MS} ms): PM2 kills instances mid-drain and in-flight requests fail`, `kill_timeout above ${SHUTDOWN_MS} (ecosystem.config.js sets SHUTDOWN_MS + 2000)`),
-    online === web.length
-      ? ok('instances-online', `${online} of ${web.length} web instances online`)
-      : fail('instances-online', `${online} of ${web.length} web instances online`, 'npx pm2 logs web --lines 50 tells why the others stopped'),
-  ];
+const CLOCK_SAMPLES = 3;
+
+async function clockSample(client: pg.Client): Promise<ClockSample> {
+  const sentMs = Date.now();
+  const { rows } = await client.query<{ now: Date }>('SELECT now()');
+  return { sentMs, serverMs: rows[0]!.now.getTime(), receivedMs: Date.now() };
 }
 
-async function checkDatabase(web: WebProcess[], maxSkewMs: number): Promise<Finding[]> {
-  const url = envOf(web[0]!, 'DATABASE_URL');
-  if (!url) return [fail('database', 'web has no DATABASE_URL in its environment', 'set DATABASE_URL for web')];
+async function collectDatabase(url: string | undefined): Promise<DatabaseFacts> {
+  if (!url) return { state: 'no-url' };
   const client = clientFor(url, undefined, 'sitelog-doctor', 3_000);
   try {
     await client.connect();
   } catch (err) {
-    return [fail('database', `PostgreSQL does not answer: ${(err as Error).message}`, 'start PostgreSQL, or fix DATABASE_URL')];
+    return { state: 'unreachable', error: (err as Error).message };
   }
   try {
-    const findings = [ok('database', 'PostgreSQL answers')];
-    // the instances that can run at once: PM2 may hold more than WEB_INSTANCES after a `pm2 scale`
-    const instances = Math.max(web.length, Number(envOf(web[0]!, 'WEB_INSTANCES')) || 0);
-    const poolMax = Number(envOf(web[0]!, 'DB_POOL_MAX') ?? 10);
-    try {
-      const { needed, available } = await checkPoolBudget(client, { instances, poolMax });
-      findings.push(ok('pool-budget', `${instances} instances × pool ${poolMax} need ${needed} of ${available} connections`));
-    } catch (err) {
-      if (!(err instanceof PoolBudgetError)) throw err;
-      findings.push(fail('pool-budget', err.message.replace('WEB_INSTANCES', 'instances'), 'lower DB_POOL_MAX or the instance count, or raise max_connections'));
-    }
+    const { rows: settings } = await client.query<PgSetting>(
+      `SELECT name, setting FROM pg_settings WHERE name IN ('max_connections', 'superuser_reserved_connections')`,
+    );
     const pending = await pendingMigrations(client);
-    findings.push(
-      pending.length === 0
-        ? ok('migrations', 'every migration of this build is applied')
-        : fail('migrations', `not applied: ${pending.join(', ')}`, 'npm run migrate (deploy/deploy.sh runs it before the reload)'),
-    );
-    const sent = Date.now();
-    const { rows } = await client.query<{ now: Date }>('SELECT now()');
-    const received = Date.now();
-    const skew = rows[0]!.now.getTime() - (sent + received) / 2;
-    findings.push(
-      Math.abs(skew) <= maxSkewMs
-        ? ok('clock', `this host and PostgreSQL agree within ${Math.round(Math.abs(skew))} ms`)
-        : fail('clock', `this host's clock is ${Math.round(-skew)} ms off PostgreSQL's: log times and the console's "last seen" lie`, 'run NTP (systemd-timesyncd or chrony) on every host'),
-    );
-    return findings;
+    const samples: ClockSample[] = [];
+    for (let i = 0; i < CLOCK_SAMPLES; i++) samples.push(await clockSample(client));
+    return { state: 'reachable', settings, pending, clock: samples };
   } finally {
     await client.end().catch(() => undefined);
   }
 }
 
-/** nginx's duration syntax: 30, 30s, 1m, 500ms … in milliseconds. */
-export function nginxDurationMs(text: string): number {
-  const units: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
-  let total = 0;
-  for (const [, n, unit] of text.matchAll(/(\d+)(ms|s|m|h|d)?/g)) total += Number(n) * units[unit ?? 's']!;
-  return total;
+/** The config the local stack's `proxy` app runs nginx with (its `-c` argument). */
+function proxyConfig(processes: Pm2App[]): string | undefined {
+  const proxy = processes.find((p) => p.name === 'proxy');
+  const args = [proxy?.pm2_env.args ?? []].flat();
+  return args.includes('-c') ? args[args.indexOf('-c') + 1] : undefined;
 }
 
-async function checkNginx(processes: Pm2Process[], configOverride: string | undefined): Promise<Finding[]> {
-  const proxy = processes.find((p) => p.name === 'proxy') as WebProcess | undefined;
-  const args = proxy ? [proxy.pm2_env.args ?? []].flat() : [];
-  const config = configOverride ?? (args.includes('-c') ? args[args.indexOf('-c') + 1] : undefined);
+async function collectNginx(processes: Pm2App[], configOverride: string | undefined): Promise<NginxFacts> {
   const nginx = findNginx();
-  if (!nginx) return [fail('nginx-config', 'no nginx binary on this host', 'apt-get install nginx (deploy/provision.sh does)')];
+  if (!nginx) return { installed: false };
+  const config = configOverride ?? proxyConfig(processes);
   const flags = config ? ['-e', 'stderr', '-c', config] : [];
-  // -T tests the configuration like -t and, when it passes, prints all of it for the checks below
-  let stdout: string;
+  const facts = { installed: true as const, config, asRoot: process.getuid?.() === 0 };
+  // -T tests the configuration like -t and, when it passes, prints all of it for keepalive-order
   try {
-    ({ stdout } = await run(nginx, ['-T', ...flags], { maxBuffer: 16 * 1024 * 1024 }));
+    const { stdout } = await run(nginx, ['-T', ...flags], { maxBuffer: 16 * 1024 * 1024 });
+    return { ...facts, test: { passed: true, stdout } };
   } catch (err) {
-    const stderr = String((err as { stderr?: string }).stderr ?? '');
-    const line = (stderr.split('\n').find((l) => l.includes('[emerg]')) ?? stderr.trim()).replace(/^.*\[emerg\] \d+#\d+: /, '');
-    if (/Permission denied/.test(line) && process.getuid?.() !== 0) {
-      return [fail('nginx-config', `nginx -t cannot run as this user (${line})`, 'run the doctor as root: sudo env PM2_HOME=$PM2_HOME npm run doctor')];
-    }
-    return [fail('nginx-config', `nginx -t fails: ${line}`, 'fix the file it names, then nginx -t and nginx -s reload')];
+    return { ...facts, test: { passed: false, stderr: String((err as { stderr?: string }).stderr ?? '') } };
   }
-  const findings = [ok('nginx-config', `nginx -t passes${config ? ` (${config})` : ''}`)];
-  const upstream = stdout.match(/upstream\s+sitelog_web\s*\{([^}]*)\}/)?.[1];
-  if (upstream === undefined) {
-    findings.push(fail('keepalive-order', 'no upstream sitelog_web in the nginx configuration', 'install the site from nginx/ (deploy/provision.sh)'));
-    return findings;
-  }
-  // nginx's default for upstream keepalive_timeout is 60 s
-  const idle = nginxDurationMs(upstream.match(/^\s*keepalive_timeout\s+([^;]+);/m)?.[1] ?? '60s');
-  findings.push(
-    idle < KEEP_ALIVE_MS
-      ? ok('keepalive-order', `nginx drops idle upstream connections after ${idle / 1000} s, before the app does (${KEEP_ALIVE_MS / 1000} s)`)
-      : fail('keepalive-order', `nginx keeps idle upstream connections ${idle / 1000} s, the app ${KEEP_ALIVE_MS / 1000} s: nginx will send requests on connections the app is closing (502s)`, `keepalive_timeout below ${KEEP_ALIVE_MS / 1000}s in the upstream block`),
-  );
-  return findings;
 }
 
-function checkDisk(pm2Home: string, minFreeMb: number): Finding {
+function collectDisk(pm2Home: string): Facts['disk'] {
   const dir = path.join(pm2Home, 'logs');
   const stat = fs.statfsSync(fs.existsSync(dir) ? dir : pm2Home);
-  const freeMb = Math.floor((stat.bavail * stat.bsize) / 1048576);
-  return freeMb >= minFreeMb
-    ? ok('log-disk', `${freeMb} MB free for logs in ${dir}`)
-    : fail('log-disk', `${freeMb} MB free for logs in ${dir} (below ${minFreeMb} MB): PM2 stops writing logs when the disk fills`, 'free space, and let pm2-logrotate cap the logs (deploy/provision.sh sets it up)');
+  return { dir, freeMb: Math.floor((stat.bavail * stat.bsize) / 1048576) };
 }
 
+/** web's database: its DATABASE_URL, or on a local stack the embedded server its secrets file names. */
+function databaseUrlOf(web: Pm2App): string | undefined {
+  const url = envOf(web, 'DATABASE_URL');
+  const secrets = envOf(web, 'SECRETS_FILE');
+  if (url || !secrets || !fs.existsSync(secrets)) return url;
+  return withLocalSecrets({ SECRETS_FILE: secrets, EMBEDDED_PG_PORT: envOf(web, 'EMBEDDED_PG_PORT') })['DATABASE_URL'];
+}
+
+const isNonEmpty = <T>(list: T[]): list is [T, ...T[]] => list.length > 0;
+
 export async function diagnose(opts: { env: NodeJS.ProcessEnv; minFreeMb: number; maxSkewMs: number; nginxConfig?: string }): Promise<Finding[]> {
-  const pm2Home = opts.env['PM2_HOME'] ?? path.join(opts.env['HOME'] ?? '/root', '.pm2');
-  if (!daemonRunning(pm2Home)) return [fail('pm2', `no PM2 daemon runs for PM2_HOME=${pm2Home}`, 'npm start, or pm2 start ecosystem.config.js')];
-  const processes = (await listAll(opts.env)).filter((p) => p.pm2_env.namespace === 'sitelog');
-  const web = processes.filter(isWebApp) as WebProcess[];
-  if (web.length === 0) return [fail('pm2', 'PM2 runs no web app in the sitelog namespace', 'pm2 start ecosystem.config.js')];
-  return [
-    ...checkPm2(web),
-    ...(await checkDatabase(web, opts.maxSkewMs)),
-    ...(await checkNginx(processes, opts.nginxConfig)),
-    checkDisk(pm2Home, opts.minFreeMb),
-  ];
+  const pm2Facts = await collectPm2(opts.env);
+  const web = pm2Facts.processes.filter(isWebApp);
+  const problems = pm2(pm2Facts);
+  if (problems.length > 0 || !isNonEmpty(web)) return problems;
+  const [db, nginx] = await Promise.all([
+    collectDatabase(databaseUrlOf(web[0])),
+    collectNginx(pm2Facts.processes, opts.nginxConfig),
+  ]);
+  const limits = { minFreeMb: opts.minFreeMb, maxSkewMs: opts.maxSkewMs };
+  return judge({ web, database: db, nginx, disk: collectDisk(pm2Facts.home), limits });
 }
 
 async function main(): Promise<void> {
@@ -195,7 +351,8 @@ async function main(): Promise<void> {
     if (f.fix) process.stdout.write(`     fix: ${f.fix}\n`);
   }
   const problems = findings.filter((f) => !f.ok).length;
-  process.stdout.write(problems === 0 ? 'sitelog doctor: all checks pass\n' : `sitelog doctor: ${problems} problem${problems > 1 ? 's' : ''}\n`);
+  const noun = problems === 1 ? 'problem' : 'problems';
+  process.stdout.write(problems === 0 ? 'sitelog doctor: all checks pass\n' : `sitelog doctor: ${problems} ${noun}\n`);
   process.exitCode = problems === 0 ? 0 : 1;
 }
 

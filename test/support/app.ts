@@ -2,7 +2,7 @@ import type { AddressInfo } from 'node:net';
 import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/logger.js';
 import { Shutdown } from '../../src/shutdown.js';
-import { start } from '../../src/startup.js';
+import { startWebProcess } from '../../src/startup.js';
 import { ADMIN_PASSWORD, API_TOKEN } from './stack.js';
 
 /** One web process in this test process: the same startup path PM2 runs, without PM2. */
@@ -18,7 +18,7 @@ export async function startApp(databaseUrl: string, env: Record<string, string> 
   });
   const logger = createLogger({ host: config.SITELOG_HOST, instance: config.INSTANCE, level: config.LOG_LEVEL });
   const shutdown = new Shutdown(logger, 5_000, () => undefined);
-  const server = await start({ ...config, PORT: 0 }, logger, shutdown);
+  const server = await startWebProcess({ ...config, PORT: 0 }, logger, shutdown);
   const { port } = server.address() as AddressInfo;
-  return { base: `http://127.0.0.1:${port}`, config, stop: () => shutdown.run('test done') };
+  return { base: `http://127.0.0.1:${port}`, config, stop: () => shutdown.begin('test done') };
 }

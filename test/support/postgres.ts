@@ -46,11 +46,11 @@ export async function startPostgres(network?: { address: string; subnet: string 
   return {
     port,
     url,
-    async query(database, sql, params = []) {
+    async query<R extends pg.QueryResultRow>(database: string, sql: string, params: unknown[] = []) {
       const client = new pg.Client({ connectionString: url(database) });
       await client.connect();
       try {
-        return (await client.query(sql, params)).rows;
+        return (await client.query<R>(sql, params)).rows;
       } finally {
         await client.end();
       }

@@ -93,7 +93,7 @@ export class Stack {
       await waitFor(`${count} web instances online`, async () => (await this.web()).size === count, { timeoutMs });
       await waitFor('/readyz 200', async () => (await fetch(this.url('/readyz'))).status === 200, { timeoutMs });
     } catch (err) {
-      throw new Error(`${(err as Error).message}\n${await this.diagnosis()}`);
+      throw new Error(`${(err as Error).message}\n${await this.diagnosis()}`, { cause: err });
     }
   }
 
@@ -145,11 +145,11 @@ export class Stack {
 const ROOT = path.resolve(__dirname, '..', '..');
 const execAsync = promisify(execFile);
 
-/** Runs `node dist/ops/start.js` (what `npm start` runs after building) in `cwd` with `env`. */
+/** Runs `node dist/ops/stack-up.js` (what `npm start` runs after building) in `cwd` with `env`. */
 export async function runStart(env: NodeJS.ProcessEnv, cwd: string): Promise<{ code: number; output: string; ms: number }> {
   const started = Date.now();
   try {
-    const { stdout, stderr } = await execAsync(process.execPath, ['dist/ops/start.js'], { cwd, env, timeout: 180_000 });
+    const { stdout, stderr } = await execAsync(process.execPath, ['dist/ops/stack-up.js'], { cwd, env, timeout: 180_000 });
     return { code: 0, output: stdout + stderr, ms: Date.now() - started };
   } catch (err) {
     const e = err as { code?: number; stdout?: string; stderr?: string };

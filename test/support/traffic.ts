@@ -27,7 +27,7 @@ export function startTraffic(base: string, opts: { connections: number; maxMs?: 
       status = response.status;
       body = await response.text();
     } catch {
-      status = 0;
+      // no answer: status stays 0
     }
     const code = status >= 300 || status === 0 ? (body.match(/"code":"([A-Z_]+)"/)?.[1] ?? 'none') : undefined;
     samples.push({ at: Date.now(), ms: performance.now() - started, status, kind, ...(code && { code }) });

@@ -1,7 +1,9 @@
 import type { QueryInterface } from 'sequelize';
+import { LIVENESS_PREFIX } from '../locks.js';
 
 // Raw SQL: partial details (identity, timestamptz(3), trigram index, the liveness view) that the
-// QueryInterface cannot express. The models in src/*/model.ts mirror these tables.
+// QueryInterface cannot express. These migrations are the tables' one description; the row types in
+// src/*/model.ts follow them.
 export async function up({ context }: { context: QueryInterface }): Promise<void> {
   await context.sequelize.query(`
     CREATE EXTENSION IF NOT EXISTS pg_trgm;
@@ -64,7 +66,7 @@ export async function up({ context }: { context: QueryInterface }): Promise<void
         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
           AND l.pid = i.backend_pid
-          AND l.classid = hashtext('sitelog:live:' || i.host)::oid
+          AND l.classid = hashtext('${LIVENESS_PREFIX}' || i.host)::oid
           AND l.objid = i.pid::oid
       );
   `);
