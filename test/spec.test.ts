@@ -77,7 +77,8 @@ describe('authentication', () => {
   ];
   for (const [method, route] of routes) {
     test(`when ${method} ${route} comes without credentials or with a wrong token, then 401 SITELOG_UNAUTHORIZED and nothing stored`, async () => {
-      for (const headers of [{}, { authorization: 'Bearer wrong-token-wrong-token' }, { authorization: `Basic ${API_TOKEN}` }]) {
+      const attempts: Array<Record<string, string>> = [{}, { authorization: 'Bearer wrong-token-wrong-token' }, { authorization: `Basic ${API_TOKEN}` }];
+      for (const headers of attempts) {
         const init: RequestInit = { method, headers: { ...headers, 'content-type': 'application/json' } };
         if (method === 'POST') init.body = JSON.stringify({ stype: 'app', description: 'not allowed' });
         const response = await fetch(`${app.base}${route}`, init);

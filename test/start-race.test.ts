@@ -56,8 +56,8 @@ test('when every instance of two hosts starts in the same instant and the databa
       };
       const child = spawn(process.execPath, [path.join(ROOT, 'dist', 'server.js')], { env, stdio: ['ignore', 'pipe', 'pipe'] });
       const web: Web = { child, host, instance, lines: [] };
-      child.stdout!.on('data', (chunk: Buffer) => web.lines.push(...chunk.toString().split('\n').filter(Boolean)));
-      child.stderr!.on('data', (chunk: Buffer) => web.lines.push(...chunk.toString().split('\n').filter(Boolean)));
+      child.stdout.on('data', (chunk: Buffer) => web.lines.push(...chunk.toString().split('\n').filter(Boolean)));
+      child.stderr.on('data', (chunk: Buffer) => web.lines.push(...chunk.toString().split('\n').filter(Boolean)));
       webs.push(web);
     }
   }
