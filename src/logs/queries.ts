@@ -103,3 +103,32 @@ export async function createLog(sequelize: Sequelize, entry: NewLog): Promise<{ 
     return { entry: toLogEntry(stored!), created: false };
   });
 }
+
+export type Histogram = { buckets: Array<{ t: number; stype: Stype; n: number }>; from: number; to: number; bucketSeconds: number };
+
+const HISTOGRAM: Statement = {
+  name: 'sitelog-logs-histogram',
+  text: `SELECT (floor(extract(epoch FROM "timestamp") / $3) * $3)::float8 AS t, stype, count(*)::int AS n
+         FROM system_logs WHERE "timestamp" >= $1 AND "timestamp" < $2 AND ($4::text IS NULL OR stype = $4)
+         GROUP BY 1, 2 ORDER BY 1`,
+};
+
+/** Entries per bucket and type over [from, to): about 60 buckets, a minute at least. */
+export async function histogram(run: Run, range: { from: number; to: number; stype?: Stype | undefined }): Promise<Histogram> {
+  const bucketSeconds = Math.max(60, Math.ceil((range.to - range.from) / 1000 / 60 / 60) * 60);
+  const bounds = [new Date(range.from).toISOString(), new Date(range.to).toISOString()];
+  const buckets = range.to > range.from ? await run<Histogram['buckets'][number]>(HISTOGRAM, [...bounds, bucketSeconds, range.stype ?? null]) : [];
+  return { buckets, from: range.from, to: range.to, bucketSeconds };
+}
+
+const RECENT_SECURITY: Statement = {
+  name: 'sitelog-logs-recent-security',
+  text: `SELECT count(*)::int AS n FROM system_logs WHERE stype = 'security' AND ip = $1 AND description = $2
+         AND "timestamp" > now() - make_interval(mins => $3)`,
+};
+
+/** How many `security` entries with this description came from this address in the last minutes. */
+export async function recentSecurityEntries(run: Run, query: { ip: string | null; description: string; minutes: number }): Promise<number> {
+  const [row] = await run<{ n: number }>(RECENT_SECURITY, [query.ip, query.description, query.minutes]);
+  return row?.n ?? 0;
+}

@@ -1,0 +1,129 @@
+import type { startHistory } from '../instances/queries.js';
+import { STYPES } from '../logs/model.js';
+import type { LogEntry } from '../logs/model.js';
+import type { Histogram } from '../logs/queries.js';
+import { escapeHtml, formatTime, instancesTable, layout, type InstanceRow } from './views.js';
+
+// The console's pages: pure functions of plain data (a handler fetches, then renders one of these).
+
+type Starts = Awaited<ReturnType<typeof startHistory>>;
+
+export function loginPage(csrf: string, error = ''): string {
+  return layout({
+    title: 'Log in',
+    nav: 'login',
+    body: `<h1>Log in</h1>
+${error ? `<p class="error" role="alert">${escapeHtml(error)}</p>` : ''}
+<form class="login" method="post" action="/console/login">
+<input type="hidden" name="_csrf" value="${escapeHtml(csrf)}">
+<label for="password">Admin password<input id="password" name="password" type="password" autocomplete="current-password" required autofocus></label>
+<button type="submit">Log in</button></form>
+<p class="muted">The password is ADMIN_PASSWORD; on a local stack it was generated into DATA_DIR/secrets.env.</p>`,
+  });
+}
+
+export function instancesPage(csrf: string, rows: InstanceRow[]): string {
+  return layout({
+    title: 'Instances',
+    nav: 'instances',
+    csrf,
+    script: true,
+    body: `<h1>Instances</h1><p class="muted">Every live web process of every host sharing this database. A process that stops disappears at once.</p>${instancesTable(rows)}`,
+  });
+}
+
+export function startsPage(csrf: string, starts: Starts): string {
+  const event = (e: Starts[number]['entries'][number]) =>
+    `<li class="event-${e.event}"><time>${escapeHtml(formatTime(e.timestamp))}</time> instance ${e.instance} <strong>${e.event}</strong> (pid ${e.pid})</li>`;
+  const items = starts
+    .map((s) => `<section class="start"><h2>server started <time>${escapeHtml(formatTime(s.timestamp))}</time> on ${escapeHtml(s.host)}</h2>
+<ul>${s.entries.map(event).join('')}</ul></section>`)
+    .join('\n');
+  return layout({
+    title: 'Starts',
+    nav: 'starts',
+    csrf,
+    body: `<h1>Start history</h1><p class="muted">One "server started" per start of a host; under it each instance that came up, came back after dying, or was replaced by a reload.</p>${items || '<p>No start yet.</p>'}`,
+  });
+}
+
+/** Entries per bucket by type, stacked; the bars' titles carry the counts. */
+export function chartSvg(histogram: Histogram): string {
+  const { buckets, from, to, bucketSeconds } = histogram;
+  const width = 600;
+  const height = 120;
+  const slots = Math.max(1, Math.ceil((to - from) / 1000 / bucketSeconds));
+  const totals = new Map<number, number>();
+  for (const b of buckets) totals.set(b.t, (totals.get(b.t) ?? 0) + b.n);
+  const max = Math.max(1, ...totals.values());
+  const barWidth = width / slots;
+  const stacked = new Map<number, number>();
+  const rects = STYPES.flatMap((stype) =>
+    buckets
+      .filter((b) => b.stype === stype)
+      .map((b) => {
+        const slot = Math.floor((b.t * 1000 - from) / 1000 / bucketSeconds);
+        const below = stacked.get(b.t) ?? 0;
+        stacked.set(b.t, below + b.n);
+        const h = (b.n / max) * (height - 10);
+        const y = height - (below / max) * (height - 10) - h;
+        return `<rect class="s-${stype}" x="${(slot * barWidth).toFixed(1)}" y="${y.toFixed(1)}" width="${Math.max(1, barWidth - 1).toFixed(1)}" height="${h.toFixed(1)}"><title>${escapeHtml(stype)}: ${b.n}</title></rect>`;
+      }),
+  );
+  const legend = STYPES.map((s) => `<span><i class="s-${s}"></i>${s}</span>`).join('');
+  const unit = bucketSeconds === 60 ? 'minute' : `${Math.round(bucketSeconds / 60)} minutes`;
+  const range = `${escapeHtml(formatTime(new Date(from).toISOString()))} to ${escapeHtml(formatTime(new Date(to).toISOString()))}`;
+  return `<figure><svg class="chart" viewBox="0 0 ${width} ${height}" role="img" aria-label="Entries per ${unit} by type, peak ${max}">${rects.join('')}</svg>
+<figcaption class="legend">Entries per ${unit} by type, ${range} (peak ${max}). ${legend}</figcaption></figure>`;
+}
+
+export type LogsView = {
+  /** The filters as the form sent them, to show them again. */
+  form: Partial<Record<'stype' | 'q' | 'since' | 'until', string>>;
+  error: string;
+  entries: LogEntry[];
+  olderPage: boolean;
+  nextLink: string | undefined;
+  histogram: Histogram;
+};
+
+function logRow(e: LogEntry): string {
+  return `<tr><td><a href="/console/logs/${e.id}">#${e.id}</a></td><td><time>${escapeHtml(formatTime(e.timestamp))}</time></td><td>${e.stype}</td>
+<td class="description">${escapeHtml(e.description)}</td><td>${escapeHtml(e.host)}${e.instance === null ? '' : `/${e.instance}`}</td><td>${escapeHtml(e.ip)}</td></tr>`;
+}
+
+export function logsPage(csrf: string, view: LogsView): string {
+  const value = (k: keyof LogsView['form']) => escapeHtml(view.form[k] ?? '');
+  const rows = view.entries.map(logRow).join('\n');
+  const options = STYPES.map((s) => `<option${view.form.stype === s ? ' selected' : ''}>${s}</option>`).join('');
+  return layout({
+    title: 'Logs',
+    nav: 'logs',
+    csrf,
+    body: `<h1>Logs</h1>
+<form class="filters" method="get" action="/console/logs" role="search">
+<label for="f-stype">Type<select id="f-stype" name="stype"><option value="">all</option>${options}</select></label>
+<label for="f-q">Text<input id="f-q" name="q" type="search" value="${value('q')}" maxlength="200"></label>
+<label for="f-since">Since (UTC)<input id="f-since" name="since" type="datetime-local" step="1" value="${value('since')}"></label>
+<label for="f-until">Until (UTC)<input id="f-until" name="until" type="datetime-local" step="1" value="${value('until')}"></label>
+<button type="submit">Filter</button> <a href="/console/logs">Clear</a></form>
+${view.error ? `<p class="error" role="alert">${escapeHtml(view.error)}</p>` : ''}
+${chartSvg(view.histogram)}
+<table id="logs"><caption>Newest first${view.olderPage ? ' (older page)' : ''}</caption>
+<thead><tr><th scope="col">Entry</th><th scope="col">Time (UTC)</th><th scope="col">Type</th><th scope="col">Description</th><th scope="col">Host/instance</th><th scope="col">IP</th></tr></thead>
+<tbody>${rows || '<tr><td colspan="6">No entries.</td></tr>'}</tbody></table>
+<p>${view.nextLink ? `<a id="older" rel="next" href="${escapeHtml(view.nextLink)}">Older entries →</a>` : '<span class="muted">End of the log.</span>'}</p>`,
+  });
+}
+
+export function entryPage(csrf: string, entry: LogEntry): string {
+  const fields = Object.entries(entry)
+    .map(([k, v]) => `<tr><th scope="row">${escapeHtml(k)}</th><td class="description">${escapeHtml(v)}</td></tr>`)
+    .join('');
+  return layout({
+    title: `Entry #${entry.id}`,
+    nav: 'logs',
+    csrf,
+    body: `<h1>Entry #${entry.id}</h1><table id="entry">${fields}</table><p><a href="/console/logs">← All logs</a> · JSON: <a href="/api/logs/${entry.id}">/api/logs/${entry.id}</a></p>`,
+  });
+}
