@@ -1,7 +1,11 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 
-/** Polls until `check` returns a value other than undefined/false, or fails at the deadline. */
-export async function waitFor<T>(
+/**
+ * Polls until `check` returns `true` or an object (what was waited for), or fails at the deadline.
+ * `undefined` and `false` mean "not yet"; a number or a string cannot be returned, so that 0, ''
+ * or null can never pass for success.
+ */
+export async function waitFor<T extends object | true>(
   what: string,
   check: () => Promise<T | undefined | false> | T | undefined | false,
   { timeoutMs = 30_000, everyMs = 100 } = {},
