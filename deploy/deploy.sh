@@ -62,12 +62,16 @@ as_app() {
   else runuser -u "$APP_USER" -- env HOME="$APP_HOME" PM2_HOME="$APP_HOME/.pm2" "$@"; fi
 }
 pm2_app() { as_app "$PM2" "$@"; }
-# the production environment, for npm run migrate and for the instances PM2 starts
-set -a
-# shellcheck disable=SC1090
-. "$ENV_FILE"
-set +a
-BASE_PORT=${PORT:-3000}
+# The production environment goes only to what needs it (the migrations, PM2 starting the release,
+# the readiness wait), never to `npm ci`, whose dependencies' install scripts would see every secret.
+with_env() (
+  set -a
+  # shellcheck disable=SC1090
+  . "$ENV_FILE"
+  set +a
+  "$@"
+)
+BASE_PORT=$(with_env sh -c 'echo "${PORT:-3000}"')
 
 # --- 1. fetch the release into a folder of its own; a failed attempt leaves nothing behind --------
 stamp=$(date -u +%Y%m%d-%H%M%S)
@@ -108,7 +112,7 @@ log "release $stamp at $short"
 )
 
 # --- 3. migrations, once, before any instance of the release runs --------------------------------
-(cd "$release" && as_app npm run migrate --silent)
+(cd "$release" && with_env as_app npm run migrate --silent)
 
 # --- 4. the idle slot: the app that is not live (an app named `web`, from before slots, counts as blue)
 apps=$(pm2_app jlist 2>/dev/null | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const j=s.slice(s.indexOf("["));for(const p of JSON.parse(j||"[]"))console.log(p.name)})' || true)
@@ -125,9 +129,9 @@ grep -qx "$candidate" <<<"$apps" && pm2_app delete "$candidate" >/dev/null
 # --- 5. start the release beside the live one, and wait until it is ready --------------------------
 log "starting $short as $candidate on port $new_port"
 started=$SECONDS
-(cd "$release" && as_app env PORT="$new_port" SITELOG_SLOT="$new" "$PM2" start ecosystem.config.js --env production --update-env >/dev/null 2>&1) &
+(cd "$release" && with_env as_app env PORT="$new_port" SITELOG_SLOT="$new" "$PM2" start ecosystem.config.js --env production --update-env >/dev/null 2>&1) &
 starting=$!
-if ! (cd "$release" && as_app node dist/ops/wait-ready.js --app "$candidate" --url "http://127.0.0.1:$new_port/readyz" --timeout "$CHECK_SECONDS"); then
+if ! (cd "$release" && with_env as_app node dist/ops/wait-ready.js --app "$candidate" --url "http://127.0.0.1:$new_port/readyz" --timeout "$CHECK_SECONDS"); then
   kill "$starting" 2>/dev/null || true
   wait "$starting" 2>/dev/null || true
   die "$short did not become ready ($((SECONDS - started)) s): it never took traffic, and the live release is untouched"

@@ -40,6 +40,11 @@ function makeRepository(dir: string): void {
     .filter((f) => f !== '' && fs.existsSync(path.join(ROOT, f)));
   fs.mkdirSync(dir, { recursive: true });
   for (const file of files) fs.cpSync(path.join(ROOT, file), path.join(dir, file), { recursive: true });
+  // Secrets never reach `npm ci`, where every dependency's install script runs: this one fails the
+  // deploy if they do.
+  const manifest = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
+  manifest.scripts['preinstall'] = `node -e "if (process.env.API_TOKEN || process.env.DATABASE_URL) { console.error('secrets seen by npm ci'); process.exit(1) }"`;
+  fs.writeFileSync(path.join(dir, 'package.json'), `${JSON.stringify(manifest, null, 2)}\n`);
   git('init', '-q', '-b', 'main');
   git('add', '-A');
   git('commit', '-q', '-m', 'the release under test');

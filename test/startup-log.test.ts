@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { startPostgres, type TestPostgres } from './support/postgres.js';
-import { Stack } from './support/stack.js';
+import { authHeaders, Stack } from './support/stack.js';
 import { waitFor } from './support/wait.js';
 
 // The six rules of SPEC "Startup log", against real PM2 cluster instances and a real PostgreSQL.
@@ -35,99 +35,139 @@ async function waitForEntries(host: string, count: number): Promise<Entry[]> {
   });
 }
 
-describe('startup log', { timeout: 240_000 }, () => {
-  let stack: Stack;
-  after(async () => {
-    await stack?.stop();
-  });
-
-  test('when a cluster of 2 starts, then one "server started" and one entry per instance naming its id and pid', async () => {
-    stack = await Stack.create({ instances: 2, databaseUrl: postgres.url('sitelog') });
+/** A stack of its own (its own host name), started, its first start's entries written. */
+async function startedStack(instances = 2): Promise<Stack> {
+  const stack = await Stack.create({ instances, databaseUrl: postgres.url('sitelog') });
+  try {
     await stack.start();
-    const rows = await waitForEntries(stack.host, 3);
-    assert.equal(serverStarts(rows), 1);
-    const web = await stack.web();
-    const started = instanceEntries(rows, 'started').map((r) => r.description).sort();
-    assert.deepEqual(started, [0, 1].map((i) => `instance ${i} started (pid ${web.get(i)!.pid})`).sort());
+    await waitForEntries(stack.host, instances + 1);
+  } catch (err) {
+    await stack.stop();
+    throw err;
+  }
+  return stack;
+}
+
+/** The entries `step` adds to the host's log: waits for `added` of them, then takes what is there. */
+async function entriesAddedBy(host: string, added: number, step: () => Promise<unknown>): Promise<Entry[]> {
+  const before = (await entries(host)).length;
+  await step();
+  return (await waitForEntries(host, before + added)).slice(before);
+}
+
+// Each test starts a stack of its own, so it asserts only on what its own steps wrote.
+describe('startup log', { timeout: 240_000 }, () => {
+  test('when a cluster of 2 starts, then one "server started" and one entry per instance naming its id and pid', async () => {
+    const stack = await Stack.create({ instances: 2, databaseUrl: postgres.url('sitelog') });
+    try {
+      const rows = await entriesAddedBy(stack.host, 3, () => stack.start());
+      assert.equal(serverStarts(rows), 1);
+      const web = await stack.web();
+      const started = instanceEntries(rows, 'started').map((r) => r.description).sort();
+      assert.deepEqual(started, [0, 1].map((i) => `instance ${i} started (pid ${web.get(i)!.pid})`).sort());
+      assert.equal(rows.length, 3);
+    } finally {
+      await stack.stop();
+    }
   });
 
   test('when a worker is killed with SIGKILL, then PM2 restarts it and it logs "restarted", no new start', async () => {
-    const victim = (await stack.web()).get(1)!;
-    process.kill(victim.pid, 'SIGKILL');
-    await waitFor('instance 1 back with a new pid', async () => {
-      const p = (await stack.web()).get(1);
-      return p !== undefined && p.pid !== victim.pid;
-    });
-    const rows = await waitForEntries(stack.host, 4);
-    assert.equal(serverStarts(rows), 1);
-    const restarted = instanceEntries(rows, 'restarted');
-    assert.equal(restarted.length, 1);
-    assert.match(restarted[0]!.description, /^instance 1 restarted/);
-    assert.equal(rows.length, 4);
+    const stack = await startedStack();
+    try {
+      const victim = (await stack.web()).get(1)!;
+      const rows = await entriesAddedBy(stack.host, 1, async () => {
+        process.kill(victim.pid, 'SIGKILL');
+        await waitFor('instance 1 back with a new pid', async () => {
+          const p = (await stack.web()).get(1);
+          return p !== undefined && p.pid !== victim.pid;
+        });
+      });
+      assert.deepEqual(rows.map((r) => r.description), [`instance 1 restarted (pid ${(await stack.web()).get(1)!.pid})`]);
+    } finally {
+      await stack.stop();
+    }
   });
 
   test('when pm2 reload runs, then each instance logs "reloaded" once and the server did not start again', async () => {
-    const before = await stack.web();
-    await stack.pm2('reload', 'ecosystem.config.js');
-    await stack.waitReady(2);
-    const rows = await waitForEntries(stack.host, 6);
-    assert.equal(serverStarts(rows), 1);
-    const reloaded = instanceEntries(rows, 'reloaded').map((r) => r.instance).sort();
-    assert.deepEqual(reloaded, [0, 1]);
-    const after = await stack.web();
-    for (const id of [0, 1]) assert.notEqual(after.get(id)!.pid, before.get(id)!.pid);
+    const stack = await startedStack();
+    try {
+      const before = await stack.web();
+      const rows = await entriesAddedBy(stack.host, 2, async () => {
+        await stack.pm2('reload', 'ecosystem.config.js');
+        await stack.waitReady(2);
+      });
+      assert.equal(serverStarts(rows), 0);
+      assert.deepEqual(instanceEntries(rows, 'reloaded').map((r) => r.instance).sort(), [0, 1]);
+      assert.equal(rows.length, 2);
+      const after = await stack.web();
+      for (const id of [0, 1]) assert.notEqual(after.get(id)!.pid, before.get(id)!.pid);
+    } finally {
+      await stack.stop();
+    }
   });
 
   test('when web is scaled from 2 to 4, then two new instance entries and no "server started"', async () => {
-    await stack.pm2('scale', 'web', '4');
-    await stack.waitReady(4);
-    const rows = await waitForEntries(stack.host, 8);
-    assert.equal(serverStarts(rows), 1);
-    const startedIds = instanceEntries(rows, 'started').map((r) => r.instance).sort();
-    assert.deepEqual(startedIds, [0, 1, 2, 3]);
-    assert.equal(rows.length, 8);
+    const stack = await startedStack();
+    try {
+      const rows = await entriesAddedBy(stack.host, 2, async () => {
+        await stack.pm2('scale', 'web', '4');
+        await stack.waitReady(4);
+      });
+      assert.equal(serverStarts(rows), 0);
+      assert.deepEqual(instanceEntries(rows, 'started').map((r) => r.instance).sort(), [2, 3]);
+      assert.equal(rows.length, 2);
+    } finally {
+      await stack.stop();
+    }
   });
 
-  test('when every instance stops and starts again, then exactly one new "server started"', async () => {
-    await stack.pm2('stop', 'web');
-    await waitFor('web stopped', async () => (await stack.web()).size === 0);
-    await stack.pm2('start', 'web');
-    await stack.waitReady(4);
-    const rows = await waitForEntries(stack.host, 13);
-    assert.equal(serverStarts(rows), 2);
-    const lastStart = rows.map((r) => r.description).lastIndexOf('server started');
-    assert.equal(instanceEntries(rows.slice(lastStart), 'started').length, 4);
-    assert.equal(rows.length, 13);
+  test('when every instance stops and starts again, then exactly one new "server started" and one entry per instance', async () => {
+    const stack = await startedStack();
+    try {
+      const rows = await entriesAddedBy(stack.host, 3, async () => {
+        await stack.pm2('stop', 'web');
+        await waitFor('web stopped', async () => (await stack.web()).size === 0);
+        await stack.pm2('start', 'web');
+        await stack.waitReady(2);
+      });
+      assert.equal(serverStarts(rows), 1);
+      assert.equal(instanceEntries(rows, 'started').length, 2);
+      assert.equal(rows.length, 3);
+    } finally {
+      await stack.stop();
+    }
   });
 
   test('when the PM2 daemon is killed and the stack started again, then one new "server started"', async () => {
-    await stack.pm2('kill');
-    await stack.start();
-    const rows = await waitForEntries(stack.host, 16);
-    assert.equal(serverStarts(rows), 3);
-    assert.equal(rows.length, 16);
+    const stack = await startedStack();
+    try {
+      const rows = await entriesAddedBy(stack.host, 3, async () => {
+        await stack.pm2('kill');
+        await stack.start();
+      });
+      assert.equal(serverStarts(rows), 1);
+      assert.equal(rows.length, 3);
+    } finally {
+      await stack.stop();
+    }
   });
 
   test('when 4 instances of another host start in parallel on the same database, then that host has its own one start', async () => {
+    const stack = await startedStack();
     const other = await Stack.create({ instances: 4, databaseUrl: postgres.url('sitelog') });
     try {
-      const before = (await entries(stack.host)).length;
-      await other.start();
-      const rows = await waitForEntries(other.host, 5);
+      const first = (await entries(stack.host)).length;
+      const rows = await entriesAddedBy(other.host, 5, () => other.start());
       assert.equal(serverStarts(rows), 1);
-      assert.deepEqual(
-        instanceEntries(rows, 'started').map((r) => r.instance).sort(),
-        [0, 1, 2, 3],
-      );
-      assert.equal((await entries(stack.host)).length, before, 'the first host logged nothing');
-      const response = await fetch(other.url('/api/instances'), {
-        headers: { authorization: 'Bearer test-token-0123456789abcdef' },
-      });
+      assert.deepEqual(instanceEntries(rows, 'started').map((r) => r.instance).sort(), [0, 1, 2, 3]);
+      assert.equal((await entries(stack.host)).length, first, 'the first host logged nothing');
+      const response = await fetch(other.url('/api/instances'), { headers: authHeaders() });
       const { items } = (await response.json()) as { items: Array<{ host: string }> };
       assert.equal(items.filter((i) => i.host === other.host).length, 4);
       assert.equal(items.filter((i) => i.host === stack.host).length, 2);
     } finally {
       await other.stop();
+      await stack.stop();
     }
   });
 });
