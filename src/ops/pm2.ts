@@ -36,10 +36,45 @@ export async function listAll(env: NodeJS.ProcessEnv = process.env): Promise<Pm2
   return JSON.parse(json ?? '[]') as Pm2Process[];
 }
 
-/** sitelog's processes (namespace sitelog). */
-export async function list(env: NodeJS.ProcessEnv = process.env): Promise<Pm2Process[]> {
-  return (await listAll(env)).filter((p) => p.pm2_env.namespace === 'sitelog');
-}
 
 /** The web app: `web`, or under deploy/deploy.sh the slot that runs a release, web-blue or web-green. */
 export const isWebApp = (p: Pm2Process): boolean => p.name === 'web' || p.name === 'web-blue' || p.name === 'web-green';
+
+/**
+ * PM2's programmatic API (the daemon of PM2_HOME, started when missing), for the commands around the
+ * app: `npm start`, `npm stop`, deploy's readiness wait, which poll it. One connection for the whole
+ * of `work`. Starting from ecosystem.config.js stays with the CLI (`pm2()` above), which evaluates
+ * the file in its own process as it does for ops; the tests, like ops at a shell, drive the CLI too.
+ */
+export async function withPm2<T>(work: (api: Pm2Api) => Promise<T>): Promise<T> {
+  const { default: api } = await import('pm2');
+  const call = <R>(fn: (cb: (err: Error | null, result: R) => void) => void) =>
+    new Promise<R>((resolve, reject) => fn((err, result) => (err ? reject(err) : resolve(result))));
+  await call<void>((cb) => api.connect((err) => cb(err ?? null, undefined)));
+  const client: Pm2Api = {
+    listEverything: async () => (await call<unknown[]>((cb) => api.list((err, list) => cb(err ?? null, list)))) as Pm2Process[],
+    list: async () => (await client.listEverything()).filter(isSitelog),
+    reload: (name) => call<void>((cb) => api.reload(name, (err) => cb(err ?? null, undefined))),
+    stop: (name) => call<void>((cb) => api.stop(name, (err) => cb(err ?? null, undefined))),
+    delete: (name) => call<void>((cb) => api.delete(name, (err) => cb(err ?? null, undefined))),
+    killDaemon: () => call<void>((cb) => api.killDaemon((err) => cb(err ?? null, undefined))),
+  };
+  try {
+    return await work(client);
+  } finally {
+    api.disconnect();
+  }
+}
+
+export type Pm2Api = {
+  /** sitelog's processes (namespace sitelog). */
+  list(): Promise<Pm2Process[]>;
+  /** Every process of the daemon, sitelog's or not. */
+  listEverything(): Promise<Pm2Process[]>;
+  reload(name: string): Promise<void>;
+  stop(name: string): Promise<void>;
+  delete(name: string): Promise<void>;
+  killDaemon(): Promise<void>;
+};
+
+const isSitelog = (p: Pm2Process): boolean => p.pm2_env?.namespace === 'sitelog';

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { list, type Pm2Process } from './pm2.js';
+import type { Pm2Api, Pm2Process } from './pm2.js';
 
 // Waiting for PM2 apps to come up, for `npm start` and deploy/deploy.sh alike: ready when every
 // web instance is online and the /readyz URLs answer 200; failed, at once and with the app's own
@@ -44,11 +44,12 @@ function notReady(proc: Pm2Process, failure: string): NotReady {
 }
 
 /** Restart counts of the apps right now, to judge restarts against. */
-export async function restartCounts(env: NodeJS.ProcessEnv = process.env): Promise<Map<number, number>> {
-  return new Map((await list(env)).map((p) => [p.pm_id, p.pm2_env.restart_time]));
+export async function restartCounts(pm2: Pm2Api): Promise<Map<number, number>> {
+  return new Map((await pm2.list()).map((p) => [p.pm_id, p.pm2_env.restart_time]));
 }
 
 export type Watch = {
+  pm2: Pm2Api;
   /** The apps to watch for failures. */
   apps: (p: Pm2Process) => boolean;
   /** The web app's name and how many of its instances must be online. */
@@ -59,14 +60,13 @@ export type Watch = {
   restartsBefore: Map<number, number>;
   /** Checked at every poll: an error (the PM2 command failed) ends the wait. */
   aborted?: () => Error | undefined;
-  env?: NodeJS.ProcessEnv;
 };
 
 /** Waits until the web app is online and ready; throws NotReady as soon as an app fails, or at the timeout. */
 export async function waitForApps(watch: Watch): Promise<Pm2Process[]> {
   const deadline = Date.now() + watch.timeoutMs;
   for (;;) {
-    const processes = (await list(watch.env)).filter(watch.apps);
+    const processes = (await watch.pm2.list()).filter(watch.apps);
     for (const proc of processes) {
       const failure = failureOf(proc, watch.restartsBefore.get(proc.pm_id) ?? 0);
       if (failure) throw notReady(proc, failure);

@@ -2,9 +2,9 @@ import os from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ConfigError } from '../config.js';
 import { loadOrCreateSecrets } from '../secrets.js';
-import { list, pm2 } from './pm2.js';
+import { pm2 as cli, withPm2, type Pm2Api } from './pm2.js';
 import { NotReady, restartCounts, waitForApps } from './readiness.js';
-import { localStack } from './stack.js';
+import { localStack, type LocalStack } from './stack.js';
 
 // `npm start`: the whole local stack under PM2, returning once every instance is ready. Running it
 // again while the stack is up reloads web (zero downtime) instead of starting twice. When an app
@@ -20,64 +20,73 @@ const READY_WITHIN_MS = 120_000;
  * Stops the apps and makes sure they stay stopped: a stop that lands while PM2 is relaunching a
  * crashed process can be followed by that relaunch.
  */
-async function stopApps(names: string[]): Promise<void> {
+async function stopApps(pm2: Pm2Api, names: string[]): Promise<void> {
   for (let attempt = 0; attempt < 10; attempt += 1) {
-    const running = (await list()).filter((p) => names.includes(p.name) && p.pm2_env.status !== 'stopped');
+    const running = (await pm2.list()).filter((p) => names.includes(p.name) && p.pm2_env.status !== 'stopped');
     if (running.length === 0) return;
-    for (const name of new Set(running.map((p) => p.name))) await pm2(['stop', name]).catch(() => undefined);
+    for (const name of new Set(running.map((p) => p.name))) await pm2.stop(name).catch(() => undefined);
     await sleep(300);
+  }
+}
+
+/** `pm2 start ecosystem.config.js --only …` by the CLI, as ops run it; its failure as a NotReady. */
+function startApps(names: string[], signal: AbortSignal): { done: Promise<void>; error: () => Error | undefined } {
+  let error: Error | undefined;
+  const done =
+    names.length === 0
+      ? Promise.resolve()
+      : cli(['start', 'ecosystem.config.js', '--only', names.join(',')], process.env, signal).then(
+          () => undefined,
+          (err: { stderr?: string; message: string }) => {
+            if (signal.aborted) return;
+            const said = (err.stderr || err.message).trim().split('\n').filter((l) => !/^\s+at\s/.test(l));
+            error = new NotReady(`pm2 start failed: ${said.slice(-3).join(' ')}`);
+          },
+        );
+  return { done, error: () => error };
+}
+
+async function up(pm2: Pm2Api, stack: LocalStack): Promise<void> {
+  const started = Date.now();
+  const online = new Set((await pm2.list()).filter((p) => p.pm2_env.status === 'online').map((p) => p.name));
+  const firstStart = !online.has('web');
+  if (!firstStart) {
+    out('sitelog is running: reloading web');
+    await pm2.reload('web');
+  }
+  // starts what is missing (everything on a first start)
+  const wanted = ['db', 'web', 'proxy'].filter((name) => (name === 'db' ? stack.db : name === 'proxy' ? !!stack.proxy : true));
+  const missing = wanted.filter((name) => !online.has(name));
+  const restartsBefore = await restartCounts(pm2);
+  // PM2's CLI waits for each instance's 'ready': the apps are watched meanwhile, not after it
+  const abort = new AbortController();
+  const starting = startApps(missing, abort.signal);
+  try {
+    const web = await waitForApps({
+      pm2,
+      apps: () => true,
+      web: { name: 'web', instances: stack.instances === 'max' ? os.availableParallelism() : stack.instances },
+      urls: [...new Set([stack.directUrl, stack.url])].map((u) => new URL('readyz', u).href),
+      timeoutMs: READY_WITHIN_MS,
+      restartsBefore,
+      aborted: starting.error,
+    });
+    out(`sitelog ready in ${((Date.now() - started) / 1000).toFixed(1)} s: ${web.length} web instance(s)`);
+  } catch (err) {
+    abort.abort();
+    await starting.done;
+    // on a first start nothing is left restarting behind the user's back; npx pm2 logs keeps every line
+    if (firstStart) await stopApps(pm2, missing);
+    throw err;
   }
 }
 
 async function main(): Promise<void> {
   const stack = localStack(process.env);
   for (const notice of stack.notices) out(notice);
-  const started = Date.now();
   const { created } = loadOrCreateSecrets(stack.secretsFile);
   if (created) out(`sitelog: secrets generated in ${stack.secretsFile} (API_TOKEN, ADMIN_PASSWORD); keep that file private`);
-
-  const running = await list();
-  const online = new Set(running.filter((p) => p.pm2_env.status === 'online').map((p) => p.name));
-  const firstStart = !online.has('web');
-  if (!firstStart) {
-    out('sitelog is running: reloading web');
-    await pm2(['reload', 'ecosystem.config.js']);
-  }
-  // starts what is missing (everything on a first start); PM2 skips apps already online
-  const wanted = ['db', 'web', 'proxy'].filter((name) => (name === 'db' ? stack.db : name === 'proxy' ? !!stack.proxy : true));
-  const missing = wanted.filter((name) => !online.has(name));
-  const restartsBefore = await restartCounts();
-  // PM2's CLI waits for each instance's 'ready': the apps are watched meanwhile, not after it
-  const cli = new AbortController();
-  let startError: Error | undefined;
-  const starting = missing.length === 0
-    ? Promise.resolve()
-    : pm2(['start', 'ecosystem.config.js', '--only', missing.join(',')], process.env, cli.signal).then(
-        () => undefined,
-        (err: { stderr?: string; message: string }) => {
-          if (cli.signal.aborted) return;
-          const said = (err.stderr || err.message).trim().split('\n').filter((l) => !/^\s+at\s/.test(l));
-          startError = new NotReady(`pm2 start failed: ${said.slice(-3).join(' ')}`);
-        },
-      );
-  const expected = stack.instances === 'max' ? os.availableParallelism() : stack.instances;
-  try {
-    const web = await waitForApps({
-      apps: () => true,
-      web: { name: 'web', instances: expected },
-      urls: [...new Set([stack.directUrl, stack.url])].map((u) => new URL('readyz', u).href),
-      timeoutMs: READY_WITHIN_MS,
-      restartsBefore,
-      aborted: () => startError,
-    });
-    out(`sitelog ready in ${((Date.now() - started) / 1000).toFixed(1)} s: ${web.length} web instance(s)`);
-  } catch (err) {
-    cli.abort();
-    await starting;
-    // on a first start nothing is left restarting behind the user's back; npx pm2 logs keeps every line
-    if (firstStart) await stopApps(missing);
-    throw err;
-  }
+  await withPm2((pm2) => up(pm2, stack));
   out(`  open      ${stack.url}${stack.proxy ? '  (through nginx)' : '  (the web instances directly)'}`);
   if (stack.proxy) out(`  direct    ${stack.directUrl}  (web instances, loopback only)`);
   out(`  secrets   ${stack.secretsFile}  (API_TOKEN, ADMIN_PASSWORD)`);

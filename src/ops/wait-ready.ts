@@ -1,6 +1,7 @@
 import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { ConfigError } from '../config.js';
+import { withPm2 } from './pm2.js';
 import { NotReady, waitForApps } from './readiness.js';
 import { productionInstances } from './stack.js';
 
@@ -11,20 +12,23 @@ import { productionInstances } from './stack.js';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { app: { type: 'string' }, url: { type: 'string' }, timeout: { type: 'string', default: '60' } } });
+  const { app, url } = values;
   const timeout = Number(values.timeout);
-  if (!values.app || !values.url || !(timeout > 0)) {
+  if (!app || !url || !(timeout > 0)) {
     process.stderr.write('usage: wait-ready --app NAME --url URL [--timeout SECONDS]\n');
     process.exit(2);
   }
   const instances = productionInstances(process.env);
-  const app = values.app;
-  await waitForApps({
-    apps: (p) => p.name === app,
-    web: { name: app, instances: instances === 'max' ? os.availableParallelism() : instances },
-    urls: [values.url],
-    timeoutMs: timeout * 1000,
-    restartsBefore: new Map(),
-  });
+  await withPm2((pm2) =>
+    waitForApps({
+      pm2,
+      apps: (p) => p.name === app,
+      web: { name: app, instances: instances === 'max' ? os.availableParallelism() : instances },
+      urls: [url],
+      timeoutMs: timeout * 1000,
+      restartsBefore: new Map(),
+    }),
+  );
 }
 
 main().catch((err: unknown) => {
