@@ -93,8 +93,12 @@ async function main(): Promise<void> {
   out('  logs      npx pm2 logs        stop: npm stop');
 }
 
-main().catch((err: unknown) => {
-  const message = err instanceof ConfigError ? err.message : (err as Error).message;
-  process.stderr.write(`sitelog: ${message}\n`);
-  process.exit(1);
-});
+// PM2's API can keep handles open after its work is done: exit once ours is
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    const message = err instanceof ConfigError ? err.message : (err as Error).message;
+    process.stderr.write(`sitelog: ${message}\n`);
+    process.exit(1);
+  },
+);

@@ -31,8 +31,12 @@ async function main(): Promise<void> {
   );
 }
 
-main().catch((err: unknown) => {
-  const known = err instanceof NotReady || err instanceof ConfigError;
-  process.stderr.write(`deploy: ${known ? err.message : String((err as Error).stack ?? err)}\n`);
-  process.exit(1);
-});
+// PM2's API can keep handles open after its work is done: exit once ours is
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    const known = err instanceof NotReady || err instanceof ConfigError;
+    process.stderr.write(`deploy: ${known ? err.message : String((err as Error).stack ?? err)}\n`);
+    process.exit(1);
+  },
+);
