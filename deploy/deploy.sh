@@ -76,14 +76,22 @@ BASE_PORT=$(with_env sh -c 'echo "${PORT:-3000}"')
 # --- 1. fetch the release into a folder of its own; a failed attempt leaves nothing behind --------
 stamp=$(date -u +%Y%m%d-%H%M%S)
 release="$APP_HOME/releases/$stamp"
-candidate="" gitconfig=""
+# one deploy at a time: two would pick the same idle slot
+exec 9>"$APP_HOME/.deploy.lock"
+flock -n 9 || die "another deploy is running (lock: $APP_HOME/.deploy.lock)"
+candidate="" gitconfig="" backup="" committed=0 start_log=""
+# Once nginx sends traffic to the new slot the release is committed: nothing after that may remove it.
 cleanup() {
   local code=$?
   [ -n "$gitconfig" ] && rm -f "$gitconfig"
-  if [ "$code" != 0 ]; then
+  [ -n "$start_log" ] && rm -f "$start_log"
+  if [ "$code" != 0 ] && [ "$committed" = 0 ]; then
+    [ -n "$backup" ] && restore_nginx
     [ -n "$candidate" ] && pm2_app delete "$candidate" >/dev/null 2>&1 || true
     [ -d "$release" ] && [ "$release" != "$(readlink "$CURRENT" 2>/dev/null)" ] && rm -rf "$release"
   fi
+  [ -n "$backup" ] && rm -rf "$backup"
+  return 0
 }
 trap cleanup EXIT
 
@@ -115,7 +123,8 @@ log "release $stamp at $short"
 (cd "$release" && with_env as_app npm run migrate --silent)
 
 # --- 4. the idle slot: the app that is not live (an app named `web`, from before slots, counts as blue)
-apps=$(pm2_app jlist 2>/dev/null | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const j=s.slice(s.indexOf("["));for(const p of JSON.parse(j||"[]"))console.log(p.name)})' || true)
+# (a daemon that jlist had to spawn first prints "[PM2] …" lines before the JSON)
+apps=$(pm2_app jlist 2>/dev/null | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const j=s.split("\n").find(l=>l.startsWith("[{")||l.trim()==="[]");for(const p of JSON.parse(j||"[]"))console.log(p.name)})' || true)
 live=$(cat "$SLOT_FILE" 2>/dev/null || true)
 if [ -z "$live" ] && grep -qx web <<<"$apps"; then live=web; fi
 case "$live" in blue|web) new=green ;; *) new=blue ;; esac
@@ -129,11 +138,13 @@ grep -qx "$candidate" <<<"$apps" && pm2_app delete "$candidate" >/dev/null
 # --- 5. start the release beside the live one, and wait until it is ready --------------------------
 log "starting $short as $candidate on port $new_port"
 started=$SECONDS
-(cd "$release" && with_env as_app env PORT="$new_port" SITELOG_SLOT="$new" "$PM2" start ecosystem.config.js --env production --update-env >/dev/null 2>&1) &
+start_log=$(mktemp)
+(cd "$release" && with_env as_app env PORT="$new_port" SITELOG_SLOT="$new" "$PM2" start ecosystem.config.js --env production --update-env >"$start_log" 2>&1) &
 starting=$!
 if ! (cd "$release" && with_env as_app node dist/ops/wait-ready.js --app "$candidate" --url "http://127.0.0.1:$new_port/readyz" --timeout "$CHECK_SECONDS"); then
   kill "$starting" 2>/dev/null || true
   wait "$starting" 2>/dev/null || true
+  grep -E '^sitelog:|\[PM2\]\[ERROR\]' "$start_log" | sed 's/^/deploy: pm2 start: /' >&2 || true
   die "$short did not become ready ($((SECONDS - started)) s): it never took traffic, and the live release is untouched"
 fi
 wait "$starting" || true
@@ -141,7 +152,7 @@ log "$candidate is ready on port $new_port ($((SECONDS - started)) s)"
 
 # --- 6. point nginx at it -------------------------------------------------------------------------
 nginx_c=(${NGINX_CONF:+-c "$NGINX_CONF"})
-pid_file=$(nginx -T "${nginx_c[@]}" 2>/dev/null | sed -n 's/^[[:space:]]*pid[[:space:]]\+\([^;]*\);.*/\1/p' | head -1)
+pid_file=$(nginx -T "${nginx_c[@]}" 2>/dev/null | sed -n 's/^[[:space:]]*pid[[:space:]]\+\([^;]*\);.*/\1/p' | head -1) || true
 pid_file=${pid_file:-/run/nginx.pid}
 render_site() { # release folder, port
   local tls=()
@@ -167,33 +178,55 @@ reload_nginx() { # reloads (or starts) nginx, then waits until the old workers h
     deadline=$((SECONDS + 30))
     for pid in $old; do
       while [ -d "/proc/$pid" ] && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+      # a master that refused the new configuration (a port it cannot bind) keeps its old workers
+      [ ! -d "/proc/$pid" ] || return 1
     done
   else
     nginx "${nginx_c[@]}"
   fi
 }
+# puts back the site as it was before this deploy rendered its own (files and links)
+restore_nginx() {
+  local link
+  find "$NGINX_DIR" -mindepth 1 -maxdepth 1 -exec rm -rf {} +
+  cp -a "$backup/." "$NGINX_DIR/" && rm -f "$NGINX_DIR"/.link-*
+  for link in sitelog sitelog-tls; do
+    if [ -f "$backup/.link-$link" ]; then ln -sfn "$(cat "$backup/.link-$link")" "$NGINX_SITES/$link"; else rm -f "$NGINX_SITES/$link"; fi
+  done
+}
 mkdir -p "$NGINX_DIR" "$NGINX_SITES"
+# the site as it was (its files and its two links), put back by restore_nginx on any failure
 backup=$(mktemp -d)
 cp -a "$NGINX_DIR/." "$backup/"
+for link in sitelog sitelog-tls; do readlink "$NGINX_SITES/$link" > "$backup/.link-$link" 2>/dev/null || rm -f "$backup/.link-$link"; done
 render_site "$release" "$new_port"
-if ! nginx -t -q "${nginx_c[@]}" 2>/tmp/sitelog-nginx-t.$$; then
-  rm -rf "${NGINX_DIR:?}"/* && cp -a "$backup/." "$NGINX_DIR/" && rm -rf "$backup"
-  die "nginx -t fails with this release's site: $(tail -1 /tmp/sitelog-nginx-t.$$); nginx and the live release are untouched"
+nginx_t=$(mktemp)
+if ! nginx -t -q "${nginx_c[@]}" 2>"$nginx_t"; then
+  reason=$(tail -1 "$nginx_t"); rm -f "$nginx_t"
+  die "nginx -t fails with this release's site: $reason; nginx and the live release are untouched"
 fi
-rm -f /tmp/sitelog-nginx-t.$$
-reload_nginx
-check_url="http://127.0.0.1:${LISTEN##*:}/readyz"
+rm -f "$nginx_t"
+if ! reload_nginx; then
+  restore_nginx && reload_nginx || true
+  die "nginx kept its old configuration after the reload (see its error log): back on the live release"
+fi
+# the check goes where nginx listens: LISTEN's address when it names one, else loopback
+listen_host=127.0.0.1
+case "$LISTEN" in *:*) listen_host=${LISTEN%:*} ;; esac
+case "$listen_host" in 0.0.0.0|'*'|'[::]') listen_host=127.0.0.1 ;; esac
+check_url="http://$listen_host:${LISTEN##*:}/readyz"
 if ! node -e 'fetch(process.argv[1], { signal: AbortSignal.timeout(5000) }).then((r) => process.exit(r.status === 200 ? 0 : 1), () => process.exit(1))' "$check_url"; then
-  rm -rf "${NGINX_DIR:?}"/* && cp -a "$backup/." "$NGINX_DIR/" && rm -rf "$backup"
-  [ -n "$live" ] && reload_nginx
+  restore_nginx
+  [ -n "$live" ] && reload_nginx || true
   die "$check_url did not answer 200 through nginx: nginx is back on the live release"
 fi
-rm -rf "$backup"
+committed=1
 log "nginx sends traffic to $candidate"
 
 # --- 7. the old slot goes; the new one is what boots -----------------------------------------------
 if [ -n "$live" ]; then
-  pm2_app delete "$(app_of "$live")" >/dev/null
+  # gone already if the daemon was restarted since (pm2 kill, a container without resurrect)
+  pm2_app delete "$(app_of "$live")" >/dev/null 2>&1 || true
   log "stopped $(app_of "$live") (its requests finished first)"
 fi
 echo "$new" > "$SLOT_FILE"

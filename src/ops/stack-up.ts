@@ -54,9 +54,12 @@ async function up(pm2: Pm2Api, stack: LocalStack): Promise<void> {
     out('sitelog is running: reloading web');
     await pm2.reload('web');
   }
-  // starts what is missing (everything on a first start)
+  // starts what is missing (everything on a first start); what a failed start left stopped or
+  // errored is deleted first, so that its old state is not taken for a new failure
   const wanted = ['db', 'web', 'proxy'].filter((name) => (name === 'db' ? stack.db : name === 'proxy' ? !!stack.proxy : true));
   const missing = wanted.filter((name) => !online.has(name));
+  const leftovers = (await pm2.list()).filter((p) => missing.includes(p.name)).map((p) => p.name);
+  for (const name of new Set(leftovers)) await pm2.delete(name);
   const restartsBefore = await restartCounts(pm2);
   // PM2's CLI waits for each instance's 'ready': the apps are watched meanwhile, not after it
   const abort = new AbortController();
