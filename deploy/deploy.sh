@@ -57,9 +57,10 @@ done
 [ -x "$PM2" ] || die "no PM2 at $PM2 (run deploy/provision.sh)"
 [ -d "$repo" ] && repo=$(cd "$repo" && pwd)
 
+# fd 9 is the deploy lock: what this script starts must not inherit it (PM2's daemon would hold it)
 as_app() {
-  if [ "$(id -un)" = "$APP_USER" ]; then env HOME="$APP_HOME" PM2_HOME="$APP_HOME/.pm2" "$@"
-  else runuser -u "$APP_USER" -- env HOME="$APP_HOME" PM2_HOME="$APP_HOME/.pm2" "$@"; fi
+  if [ "$(id -un)" = "$APP_USER" ]; then env HOME="$APP_HOME" PM2_HOME="$APP_HOME/.pm2" "$@" 9>&-
+  else runuser -u "$APP_USER" -- env HOME="$APP_HOME" PM2_HOME="$APP_HOME/.pm2" "$@" 9>&-; fi
 }
 pm2_app() { as_app "$PM2" "$@"; }
 # The production environment goes only to what needs it (the migrations, PM2 starting the release,
@@ -182,7 +183,7 @@ reload_nginx() { # reloads (or starts) nginx, then waits until the old workers h
       [ ! -d "/proc/$pid" ] || return 1
     done
   else
-    nginx "${nginx_c[@]}"
+    nginx "${nginx_c[@]}" 9>&-
   fi
 }
 # puts back the site as it was before this deploy rendered its own (files and links)

@@ -10,6 +10,7 @@ import { promisify } from 'node:util';
 import { listAll } from '../src/ops/pm2.js';
 import { freePort } from './support/ports.js';
 import { startPostgres, type TestPostgres } from './support/postgres.js';
+import { waitFor } from './support/wait.js';
 
 // deploy/provision.sh and deploy/deploy.sh for real, against a layout of the test's own: its folders
 // instead of /srv and /etc, an nginx of its own on a test port, a test PostgreSQL, PM2 under the
@@ -255,6 +256,19 @@ describe('deploy', { timeout: 900_000 }, () => {
     assert.equal(liveCommit(), before.commit);
     assert.deepEqual(releases(), before.releases);
     assert.equal((await startupLog()).filter((r) => r.description === 'server started').length, before.starts);
+  });
+
+  test('when a second deploy starts while one runs, then it refuses at once and the first one goes live', async () => {
+    const releasesBefore = releases().length;
+    const first = deploy('main');
+    // its release folder appears after it took the lock
+    await waitFor('the first deploy to hold its lock', () => releases().length > releasesBefore || undefined);
+    const second = await deploy('feature');
+    assert.equal(second.code, 1, second.output);
+    assert.match(second.output, /another deploy is running/);
+    const result = await first;
+    assert.equal(result.code, 0, result.output);
+    assert.equal(liveCommit(), commitOf('main'));
   });
 
   test('when the ref is a branch other than the default, a tag or a commit, then it deploys', async (t) => {
