@@ -28,7 +28,7 @@ import {
   type Pm2App,
   type Pm2Facts,
 } from '../src/ops/doctor.js';
-import { isWebApp } from '../src/ops/pm2.js';
+import { isWebApp } from '../src/ops/stack.js';
 import { DATABASE_WAIT_MS, SHUTDOWN_MS } from '../src/timeouts.js';
 
 // The doctor's checks, pure functions of facts. The facts of a sound local stack come from samples

@@ -50,6 +50,16 @@ async function startedStack(instances = 2): Promise<Stack> {
   return stack;
 }
 
+/** `check` on a started stack of its own, which is stopped afterwards whatever happens. */
+async function onStartedStack(check: (stack: Stack) => Promise<void>): Promise<void> {
+  const stack = await startedStack();
+  try {
+    await check(stack);
+  } finally {
+    await stack.stop();
+  }
+}
+
 /** The entries `step` adds to the host's log: waits for `added` of them, then takes what is there. */
 async function entriesAddedBy(host: string, added: number, step: () => Promise<unknown>): Promise<Entry[]> {
   const before = (await entries(host)).length;
@@ -73,9 +83,8 @@ describe('startup log', { timeout: 240_000 }, () => {
     }
   });
 
-  test('when a worker is killed with SIGKILL, then PM2 restarts it and it logs "restarted", no new start', async () => {
-    const stack = await startedStack();
-    try {
+  test('when a worker is killed with SIGKILL, then PM2 restarts it and it logs "restarted", no new start', () =>
+    onStartedStack(async (stack) => {
       const victim = (await stack.web()).get(1)!;
       const rows = await entriesAddedBy(stack.host, 1, async () => {
         process.kill(victim.pid, 'SIGKILL');
@@ -85,14 +94,10 @@ describe('startup log', { timeout: 240_000 }, () => {
         });
       });
       assert.deepEqual(rows.map((r) => r.description), [`instance 1 restarted (pid ${(await stack.web()).get(1)!.pid})`]);
-    } finally {
-      await stack.stop();
-    }
-  });
+    }));
 
-  test('when pm2 reload runs, then each instance logs "reloaded" once and the server did not start again', async () => {
-    const stack = await startedStack();
-    try {
+  test('when pm2 reload runs, then each instance logs "reloaded" once and the server did not start again', () =>
+    onStartedStack(async (stack) => {
       const before = await stack.web();
       const rows = await entriesAddedBy(stack.host, 2, async () => {
         await stack.pm2('reload', 'ecosystem.config.js');
@@ -103,14 +108,10 @@ describe('startup log', { timeout: 240_000 }, () => {
       assert.equal(rows.length, 2);
       const after = await stack.web();
       for (const id of [0, 1]) assert.notEqual(after.get(id)!.pid, before.get(id)!.pid);
-    } finally {
-      await stack.stop();
-    }
-  });
+    }));
 
-  test('when web is scaled from 2 to 4, then two new instance entries and no "server started"', async () => {
-    const stack = await startedStack();
-    try {
+  test('when web is scaled from 2 to 4, then two new instance entries and no "server started"', () =>
+    onStartedStack(async (stack) => {
       const rows = await entriesAddedBy(stack.host, 2, async () => {
         await stack.pm2('scale', 'web', '4');
         await stack.waitReady(4);
@@ -118,14 +119,10 @@ describe('startup log', { timeout: 240_000 }, () => {
       assert.equal(serverStarts(rows), 0);
       assert.deepEqual(instanceEntries(rows, 'started').map((r) => r.instance).sort(), [2, 3]);
       assert.equal(rows.length, 2);
-    } finally {
-      await stack.stop();
-    }
-  });
+    }));
 
-  test('when every instance stops and starts again, then exactly one new "server started" and one entry per instance', async () => {
-    const stack = await startedStack();
-    try {
+  test('when every instance stops and starts again, then exactly one new "server started" and one entry per instance', () =>
+    onStartedStack(async (stack) => {
       const rows = await entriesAddedBy(stack.host, 3, async () => {
         await stack.pm2('stop', 'web');
         await waitFor('web stopped', async () => (await stack.web()).size === 0);
@@ -135,24 +132,17 @@ describe('startup log', { timeout: 240_000 }, () => {
       assert.equal(serverStarts(rows), 1);
       assert.equal(instanceEntries(rows, 'started').length, 2);
       assert.equal(rows.length, 3);
-    } finally {
-      await stack.stop();
-    }
-  });
+    }));
 
-  test('when the PM2 daemon is killed and the stack started again, then one new "server started"', async () => {
-    const stack = await startedStack();
-    try {
+  test('when the PM2 daemon is killed and the stack started again, then one new "server started"', () =>
+    onStartedStack(async (stack) => {
       const rows = await entriesAddedBy(stack.host, 3, async () => {
         await stack.pm2('kill');
         await stack.start();
       });
       assert.equal(serverStarts(rows), 1);
       assert.equal(rows.length, 3);
-    } finally {
-      await stack.stop();
-    }
-  });
+    }));
 
   test('when 4 instances of another host start in parallel on the same database, then that host has its own one start', async () => {
     const stack = await startedStack();

@@ -103,8 +103,8 @@ export async function connectWithRetry(
       return client;
     } catch (err) {
       await client.end().catch(() => undefined);
-      const code = codeOf(err);
       if (err instanceof FatalDatabaseError) throw err;
+      const code = codeOf(err);
       if (code === '3D000') throw new FatalDatabaseError(`database "${databaseName(url)}" does not exist (${(err as Error).message})`);
       if (code && BAD_CREDENTIALS.has(code)) throw new FatalDatabaseError(`database refused our credentials (${code})`);
       if (!isRetryable(err) || Date.now() + delay > deadline || opts.signal?.aborted) throw err;

@@ -80,28 +80,28 @@ export type SystemEntry = {
   requestId?: string | null;
 };
 
-/** Writes an entry of the system's own (the startup log, a failed login) with the runner given. */
-export async function insertEntry(run: Run, entry: SystemEntry): Promise<LogEntry> {
+/**
+ * Stores an entry once per request id: the INSERT returns the new row, and a repeat of the same id
+ * reads the stored entry (`created: false`) instead of writing a duplicate. In a transaction, READ
+ * COMMITTED gives that second statement a snapshot where a concurrent first attempt, which the
+ * INSERT waited for, is visible.
+ */
+async function store(run: Run, entry: SystemEntry): Promise<{ entry: LogEntry; created: boolean }> {
   const values = [entry.stype, entry.description, entry.ip ?? null, entry.userAgent ?? null, entry.host, entry.instance, entry.requestId ?? null];
-  const [row] = await run<Row>(INSERT_LOG, values);
-  // an entry with a request id already stored is that request's: read it back
-  return toLogEntry(row ?? (await run<Row>(LOG_BY_REQUEST_ID, [entry.requestId]))[0]!);
+  const [inserted] = await run<Row>(INSERT_LOG, values);
+  if (inserted) return { entry: toLogEntry(inserted), created: true };
+  const [stored] = await run<Row>(LOG_BY_REQUEST_ID, [entry.requestId]);
+  return { entry: toLogEntry(stored!), created: false };
 }
 
-/**
- * Stores an entry once per request id, in a transaction that writes the row and reads it back
- * (RETURNING). A repeat of the same id reads the stored entry (`created: false`) instead of
- * writing a duplicate; READ COMMITTED gives that second statement a snapshot where a concurrent
- * first attempt, which the INSERT waited for, is visible.
- */
+/** Writes an entry of the system's own (the startup log, a failed login) with the runner given. */
+export async function insertEntry(run: Run, entry: SystemEntry): Promise<LogEntry> {
+  return (await store(run, entry)).entry;
+}
+
+/** A client's entry (POST /api/logs), stored once per request id in a transaction of its own. */
 export async function createLog(sequelize: Sequelize, entry: NewLog): Promise<{ entry: LogEntry; created: boolean }> {
-  return inTransaction(sequelize, async (run) => {
-    const values = [entry.stype, entry.description, entry.ip, entry.userAgent, entry.host, entry.instance, entry.requestId];
-    const [inserted] = await run<Row>(INSERT_LOG, values);
-    if (inserted) return { entry: toLogEntry(inserted), created: true };
-    const [stored] = await run<Row>(LOG_BY_REQUEST_ID, [entry.requestId]);
-    return { entry: toLogEntry(stored!), created: false };
-  });
+  return inTransaction(sequelize, (run) => store(run, entry));
 }
 
 export type Histogram = { buckets: Array<{ t: number; stype: Stype; n: number }>; from: number; to: number; bucketSeconds: number };

@@ -9,7 +9,8 @@ import { clientFor, CONNECTION_RESERVE, CONNECTIONS_BESIDE_POOL } from '../db/da
 import { pendingMigrations } from '../db/migrate.js';
 import { DATABASE_WAIT_MS, KEEP_ALIVE_MS, SHUTDOWN_MS } from '../timeouts.js';
 import { findNginx } from './nginx.js';
-import { isWebApp, listAll, type Pm2Process } from './pm2.js';
+import { listAll, type Pm2Process } from './pm2.js';
+import { isWebApp } from './stack.js';
 
 // `npm run doctor`: checks a running deployment (the PM2 of PM2_HOME, the database and nginx it
 // uses) against the traps of this layout, and prints what to fix. Exit 1 when something is wrong.

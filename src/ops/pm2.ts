@@ -37,9 +37,6 @@ export async function listAll(env: NodeJS.ProcessEnv = process.env): Promise<Pm2
 }
 
 
-/** The web app: `web`, or under deploy/deploy.sh the slot that runs a release, web-blue or web-green. */
-export const isWebApp = (p: Pm2Process): boolean => p.name === 'web' || p.name === 'web-blue' || p.name === 'web-green';
-
 /**
  * PM2's programmatic API (the daemon of PM2_HOME, started when missing), for the commands around the
  * app: `npm start`, `npm stop`, deploy's readiness wait, which poll it. One connection for the whole

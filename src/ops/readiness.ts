@@ -43,11 +43,6 @@ function notReady(proc: Pm2Process, failure: string): NotReady {
   return new NotReady([`${failure}; its last lines:`, ...lines, `  (all of them: pm2 logs ${proc.name})`].join('\n'));
 }
 
-/** Restart counts of the apps right now, to judge restarts against. */
-export async function restartCounts(pm2: Pm2Api): Promise<Map<number, number>> {
-  return new Map((await pm2.list()).map((p) => [p.pm_id, p.pm2_env.restart_time]));
-}
-
 export type Watch = {
   pm2: Pm2Api;
   /** The apps to watch for failures. */

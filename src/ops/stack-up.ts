@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ConfigError } from '../config.js';
 import { loadOrCreateSecrets } from '../secrets.js';
 import { pm2 as cli, withPm2, type Pm2Api } from './pm2.js';
-import { NotReady, restartCounts, waitForApps } from './readiness.js';
+import { NotReady, waitForApps } from './readiness.js';
 import { localStack, type LocalStack } from './stack.js';
 
 // `npm start`: the whole local stack under PM2, returning once every instance is ready. Running it
@@ -58,9 +58,10 @@ async function up(pm2: Pm2Api, stack: LocalStack): Promise<void> {
   // errored is deleted first, so that its old state is not taken for a new failure
   const wanted = ['db', 'web', 'proxy'].filter((name) => (name === 'db' ? stack.db : name === 'proxy' ? !!stack.proxy : true));
   const missing = wanted.filter((name) => !online.has(name));
-  const leftovers = (await pm2.list()).filter((p) => missing.includes(p.name)).map((p) => p.name);
-  for (const name of new Set(leftovers)) await pm2.delete(name);
-  const restartsBefore = await restartCounts(pm2);
+  const now = await pm2.list();
+  for (const name of new Set(now.filter((p) => missing.includes(p.name)).map((p) => p.name))) await pm2.delete(name);
+  // restarts are judged against the counts of what stays (a deleted process's id may be reused)
+  const restartsBefore = new Map(now.filter((p) => !missing.includes(p.name)).map((p) => [p.pm_id, p.pm2_env.restart_time]));
   // PM2's CLI waits for each instance's 'ready': the apps are watched meanwhile, not after it
   const abort = new AbortController();
   const starting = startApps(missing, abort.signal);

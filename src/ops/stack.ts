@@ -23,9 +23,16 @@ export function productionInstances(env: NodeJS.ProcessEnv): number | 'max' {
   return parseEnv(z.object({ WEB_INSTANCES: envFields.WEB_INSTANCES }), env).WEB_INSTANCES;
 }
 
+/** deploy/deploy.sh's slots: each release runs as the web app of one of them. */
+const SLOTS = ['blue', 'green'] as const;
+const webAppName = (slot?: (typeof SLOTS)[number]) => (slot ? `web-${slot}` : 'web');
+
+/** The web app: `web`, or under deploy/deploy.sh the slot that runs a release, web-blue or web-green. */
+export const isWebApp = (p: { name: string }): boolean => [undefined, ...SLOTS].some((slot) => p.name === webAppName(slot));
+
 const slotSchema = z.object({
   SITELOG_SLOT: z
-    .enum(['blue', 'green'], { error: 'must be blue or green' })
+    .enum(SLOTS, { error: 'must be blue or green' })
     .optional()
     .describe("set by deploy/deploy.sh: the release's app is web-blue or web-green"),
 });
@@ -33,7 +40,7 @@ const slotSchema = z.object({
 /** The web app's name and instances under `--env production`: web, or deploy.sh's web-blue / web-green. */
 export function productionWeb(env: NodeJS.ProcessEnv): { name: string; instances: number | 'max' } {
   const { SITELOG_SLOT: slot } = parseEnv(slotSchema, env);
-  return { name: slot ? `web-${slot}` : 'web', instances: productionInstances(env) };
+  return { name: webAppName(slot), instances: productionInstances(env) };
 }
 
 export const NO_PROXY_NOTICE = 'sitelog: nginx is not installed, so the proxy app is off (apt-get install nginx-light)';
