@@ -135,6 +135,8 @@ type Row = {
   non2xx: number;
   errors: number;
   ratio?: number;
+  /** req/s against the Express floor's, both through nginx: the target is ≥ 1.2 for sitelog via nginx */
+  floorRatio?: number;
   /** µs of CPU per request by part: load generator, nginx, the app's workers, postgres, other */
   cpuUs: Record<string, number>;
 };
@@ -192,32 +194,60 @@ async function load(url: string, endpoint: string, id: number): Promise<autocann
   return autocannon({ ...opts, connections: CONNECTIONS, duration: DURATION_S });
 }
 
+/** Round tick steps for an axis from 0 to about `max`: 1, 2 or 5 × 10^n, about five of them. */
+function ticks(max: number): number[] {
+  const raw = max / 5;
+  const magnitude = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 5, 10].map((m) => m * magnitude).find((s) => s >= raw)!;
+  return Array.from({ length: Math.ceil(max / step) + 1 }, (_, i) => i * step);
+}
+
+/**
+ * req/s as bars on the left axis, p99 as red diamonds on the right axis, one group per endpoint, the
+ * legend in rows under the plot: readable without the table.
+ */
 function chart(rows: Row[]): string {
   const endpoints = [...new Set(rows.map((r) => r.endpoint))];
   const setups = [...new Set(rows.map((r) => r.setup))];
   const colors = ['#6b7280', '#a3a3a3', '#d97706', '#2563eb', '#16a34a'];
-  const max = Math.max(...rows.map((r) => r.rps));
-  const maxP99 = Math.max(...rows.map((r) => r.p99));
-  const w = 900;
-  const h = 260;
-  const group = w / endpoints.length;
+  const [left, right, top, bottom] = [70, 890, 40, 290];
+  const rpsTicks = ticks(Math.max(...rows.map((r) => r.rps)));
+  const p99Ticks = ticks(Math.max(...rows.map((r) => r.p99)));
+  const rpsY = (v: number) => bottom - (v / rpsTicks[rpsTicks.length - 1]!) * (bottom - top);
+  const p99Y = (v: number) => bottom - (v / p99Ticks[p99Ticks.length - 1]!) * (bottom - top);
+  const group = (right - left) / endpoints.length;
   const bar = (group - 40) / setups.length;
+  const axes = [
+    ...rpsTicks.map((t) => `<line x1="${left}" x2="${right}" y1="${rpsY(t)}" y2="${rpsY(t)}" stroke="#e5e7eb"/><text x="${left - 6}" y="${rpsY(t) + 4}" font-size="11" text-anchor="end">${t}</text>`),
+    ...p99Ticks.map((t) => `<text x="${right + 6}" y="${p99Y(t) + 4}" font-size="11" fill="#dc2626">${t}</text>`),
+    `<line x1="${left}" x2="${left}" y1="${top}" y2="${bottom}" stroke="#374151"/><line x1="${right}" x2="${right}" y1="${top}" y2="${bottom}" stroke="#dc2626"/>`,
+    `<text x="16" y="${(top + bottom) / 2}" font-size="12" transform="rotate(-90 16 ${(top + bottom) / 2})" text-anchor="middle">req/s (bars)</text>`,
+    `<text x="950" y="${(top + bottom) / 2}" font-size="12" fill="#dc2626" transform="rotate(90 950 ${(top + bottom) / 2})" text-anchor="middle">p99 latency, ms (◆)</text>`,
+  ];
   const bars = endpoints.flatMap((e, i) =>
     setups.map((s, j) => {
       const r = rows.find((x) => x.endpoint === e && x.setup === s)!;
-      const bh = (r.rps / max) * 180;
-      const x = i * group + 20 + j * bar;
-      const p99y = 210 - (r.p99 / maxP99) * 180;
-      return `<rect x="${x}" y="${210 - bh}" width="${bar - 4}" height="${bh}" fill="${colors[j]}"><title>${s} ${e}: ${Math.round(r.rps)} req/s, p99 ${r.p99} ms</title></rect>
-<text x="${x + (bar - 4) / 2}" y="${205 - bh}" font-size="10" text-anchor="middle">${Math.round(r.rps)}</text>
-<circle cx="${x + (bar - 4) / 2}" cy="${p99y}" r="4" fill="#dc2626"><title>p99 ${r.p99} ms</title></circle>`;
+      const x = left + i * group + 20 + j * bar;
+      const cx = x + (bar - 4) / 2;
+      const py = p99Y(r.p99);
+      return `<rect x="${x}" y="${rpsY(r.rps)}" width="${bar - 4}" height="${bottom - rpsY(r.rps)}" fill="${colors[j]}"><title>${s}, ${e}: ${Math.round(r.rps)} req/s, p99 ${r.p99} ms</title></rect>
+<text x="${cx}" y="${rpsY(r.rps) - 4}" font-size="10" text-anchor="middle">${Math.round(r.rps)}</text>
+<path d="M${cx} ${py - 5} L${cx + 5} ${py} L${cx} ${py + 5} L${cx - 5} ${py} Z" fill="#dc2626" stroke="#fff"><title>p99 ${r.p99} ms</title></path>`;
     }),
   );
-  const labels = endpoints.map((e, i) => `<text x="${i * group + group / 2}" y="228" font-size="12" text-anchor="middle">${e}</text>`);
-  const legend = setups.map((s, j) => `<rect x="${20 + j * 160}" y="240" width="12" height="12" fill="${colors[j]}"/><text x="${36 + j * 160}" y="250" font-size="12">${s}</text>`);
-  return `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${w} ${h}" font-family="sans-serif">
-<text x="10" y="16" font-size="13">req/s (bars) and p99 latency (red dots, scaled to ${maxP99} ms), ${CONNECTIONS} connections, ${DURATION_S} s each</text>
-${bars.join('\n')}${labels.join('')}${legend.join('')}<circle cx="${20 + setups.length * 160}" cy="246" r="4" fill="#dc2626"/><text x="${28 + setups.length * 160}" y="250" font-size="12">p99</text></svg>`;
+  const labels = endpoints.map((e, i) => `<text x="${left + i * group + group / 2}" y="${bottom + 18}" font-size="12" text-anchor="middle">${e}</text>`);
+  const legend = setups.map((s, j) => {
+    const [x, y] = [left + (j % 3) * 280, bottom + 42 + Math.floor(j / 3) * 20];
+    return `<rect x="${x}" y="${y - 10}" width="12" height="12" fill="${colors[j]}"/><text x="${x + 18}" y="${y}" font-size="12">${s}</text>`;
+  });
+  return `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 960 ${bottom + 90}" font-family="sans-serif">
+<rect width="100%" height="100%" fill="#fff"/>
+<text x="${left}" y="20" font-size="13">Throughput and p99 latency, ${CONNECTIONS} connections, ${DURATION_S} s per bar, 2 instances per setup</text>
+${axes.join('\n')}
+${bars.join('\n')}
+${labels.join('\n')}
+${legend.join('\n')}
+</svg>`;
 }
 
 async function main(): Promise<void> {
@@ -279,7 +309,11 @@ async function main(): Promise<void> {
         log(`${setup.padEnd(26)} ${endpoint.padEnd(24)} ${Math.round(r.requests.average)} req/s p50 ${r.latency.p50} ms p99 ${r.latency.p99} ms non2xx ${r.non2xx} | CPU µs/request: ${cpu}`);
       }
     }
-    for (const row of rows) row.ratio = row.rps / rows.find((r) => r.endpoint === row.endpoint && r.setup === setups[0]![0])!.rps;
+    for (const row of rows) {
+      const of = (setup: string) => rows.find((r) => r.endpoint === row.endpoint && r.setup === setup)!.rps;
+      row.ratio = row.rps / of(setups[0]![0]);
+      row.floorRatio = row.rps / of('Express floor via nginx');
+    }
     const rssAfter = await rss();
 
     // memory over a long run: RSS after 100k and after 200k requests through nginx
@@ -315,18 +349,21 @@ async function main(): Promise<void> {
     const results = { date: new Date().toISOString(), connections: CONNECTIONS, durationSeconds: DURATION_S, startToReadyMs, reloadMs, rssWarmMb: rssWarm, rssAfterMb: rssAfter, rss100kMb: rss100k, rss200kMb: rss200k, sitelogRequests, rows, scale: scaleRows };
     fs.mkdirSync(OUT, { recursive: true });
     fs.writeFileSync(path.join(OUT, 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
+    // every run is kept, for the medians of several (docs/measurements.md)
+    fs.mkdirSync(path.join(OUT, 'runs'), { recursive: true });
+    fs.writeFileSync(path.join(OUT, 'runs', `${results.date.replace(/[:.]/g, '-')}.json`), `${JSON.stringify(results)}\n`);
     const md = [
       `# sitelog bench (${results.date})`,
       '',
       `${CONNECTIONS} connections, ${DURATION_S} s per cell, 2 instances each, everything on loopback on this machine.`,
       '',
-      '| setup | endpoint | req/s | × baseline | p50 | p99 | non-2xx | CPU µs/request: app | nginx | postgres | load generator | other | total |',
-      '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+      '| setup | endpoint | req/s | × baseline | × Express floor | p50 | p99 | non-2xx | CPU µs/request: app | nginx | postgres | load generator | other | total |',
+      '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
       ...rows.map((r) => {
         const c = r.cpuUs;
         const total = Object.values(c).reduce((a, b) => a + b, 0);
         const cpu = [c['app'], c['nginx'], c['postgres'], c['load'], c['other']].map((us) => us ?? 0).join(' | ');
-        return `| ${r.setup} | ${r.endpoint} | ${Math.round(r.rps)} | ${r.ratio!.toFixed(2)} | ${r.p50} ms | ${r.p99} ms | ${r.non2xx} | ${cpu} | ${total} |`;
+        return `| ${r.setup} | ${r.endpoint} | ${Math.round(r.rps)} | ${r.ratio!.toFixed(2)} | ${r.floorRatio!.toFixed(2)} | ${r.p50} ms | ${r.p99} ms | ${r.non2xx} | ${cpu} | ${total} |`;
       }),
       '',
       'CPU per request is read from /proc for the processes of each part (2 cores: at saturation req/s ≈ 2 s / total).',

@@ -98,6 +98,17 @@ function lazyRequestLogger(app: express.Express, logger: Logger): void {
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
+/** JSON bodies, strict UTF-8, parsed for the methods that carry one: a GET passes no parser. */
+function jsonBodies(): RequestHandler {
+  const parse = express.json({
+    limit: '128kb',
+    verify: (_req, _res, buf) => {
+      utf8.decode(buf);
+    },
+  });
+  return (req, res, next) => (req.method === 'GET' || req.method === 'HEAD' ? next() : parse(req, res, next));
+}
+
 const jsonOnly: RequestHandler = (req, _res, next) => {
   const hasBody = req.method !== 'GET' && req.method !== 'HEAD' && req.get('content-length') !== '0';
   const form = req.path.startsWith('/console/') && req.is('application/x-www-form-urlencoded');
@@ -116,14 +127,7 @@ export function createApp(ctx: AppContext): express.Express {
   app.set('etag', false);
   lazyRequestLogger(app, ctx.logger);
   app.use(requestContext());
-  app.use(
-    express.json({
-      limit: '128kb',
-      verify: (_req, _res, buf) => {
-        utf8.decode(buf);
-      },
-    }),
-  );
+  app.use(jsonBodies());
   // the API first: it carries the traffic, and each layer a request passes costs it
   app.use(['/api', '/console'], ctx.gate.guard, loadSession(ctx));
   app.use('/api/logs', logsRouter(ctx));

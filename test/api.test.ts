@@ -85,9 +85,14 @@ describe('POST /api/logs', () => {
     assert.equal(body.user_agent, 'sitelog-test/1');
     assert.equal(body.host, 'test-host');
     assert.equal(body.instance, 0);
-    assert.ok(!Number.isNaN(Date.parse(body.timestamp)));
+    // SPEC "Log entry fields", exactly: the id a number, the time ISO 8601 in UTC with milliseconds
+    assert.deepEqual(Object.keys(body), ['id', 'stype', 'timestamp', 'description', 'ip', 'user_agent', 'host', 'instance', 'request_id']);
+    assert.ok(Number.isSafeInteger(body.id) && body.id > 0);
+    assert.equal(new Date(body.timestamp).toISOString(), body.timestamp);
     const read = await get<Entry>(`/api/logs/${body.id}`);
     assert.deepEqual(read.body, body);
+    const page = await get<{ items: Entry[] }>(`/api/logs?limit=200`);
+    assert.deepEqual(page.body.items.find((e) => e.id === body.id), body, 'the list answers the same entry, field for field');
   });
 
   test("when the seed's Chinese text is posted, then it reads back byte for byte", async () => {

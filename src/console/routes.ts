@@ -7,7 +7,7 @@ import type { AppContext } from '../context.js';
 import { ERRORS, forbidden, HttpError, notFound, tooManyRequests } from '../errors.js';
 import { withConnection } from '../db/lean.js';
 import { liveInstances, startHistory } from '../instances/queries.js';
-import { getLog, histogram, listLogs, recentSecurityEntries } from '../logs/queries.js';
+import { getLog, histogram, listLogs, parseEntry, recentSecurityEntries } from '../logs/queries.js';
 import { listLogsQuery, logId } from '../logs/schema.js';
 import {
   cookies,
@@ -54,7 +54,7 @@ async function logsView(sequelize: Sequelize, form: LogsForm): Promise<LogsView>
   const keep = Object.entries({ ...form, before: undefined }).filter((e): e is [string, string] => e[1] !== undefined);
   const nextLink = page.next ? `/console/logs?${new URLSearchParams([...keep, ['before', page.next]]).toString()}` : undefined;
   const chart = await withConnection(sequelize, (run) => histogram(run, { from, to, stype: parsed.data.stype }));
-  return { ...view, entries: page.items, nextLink, histogram: chart };
+  return { ...view, entries: page.items.map(parseEntry), nextLink, histogram: chart };
 }
 
 export function consoleRouter(ctx: AppContext): Router {
@@ -130,7 +130,7 @@ export function consoleRouter(ctx: AppContext): Router {
     const id = logId.safeParse(req.params['id']);
     const entry = id.success ? await getLog(ctx.sequelize, id.data) : undefined;
     if (!entry) throw notFound('no such log entry');
-    res.type('html').send(entryPage(req.session!.csrf, entry));
+    res.type('html').send(entryPage(req.session!.csrf, parseEntry(entry)));
   });
 
   return router;

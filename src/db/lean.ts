@@ -49,11 +49,6 @@ export async function transaction<T>(run: Run, work: (run: Run) => Promise<T>): 
   }
 }
 
-/** `work` in a transaction on a pooled connection of its own. */
-export async function inTransaction<T>(sequelize: Sequelize, work: (run: Run) => Promise<T>): Promise<T> {
-  return withConnection(sequelize, (run) => transaction(run, work));
-}
-
 const BEGIN: Statement = { name: 'sitelog-begin', text: 'BEGIN' };
 const COMMIT: Statement = { name: 'sitelog-commit', text: 'COMMIT' };
 const ROLLBACK: Statement = { name: 'sitelog-rollback', text: 'ROLLBACK' };

@@ -1,11 +1,15 @@
 export const STYPES = ['system', 'security', 'app', 'error'] as const;
 export type Stype = (typeof STYPES)[number];
 
-/** A row of system_logs, as pg returns it (the table is created by the migrations). */
-export type LogRow = {
-  id: string;
+/**
+ * An entry as the API answers it (SPEC "Log entry fields"): a row of system_logs (the table is
+ * created by the migrations), its id a number, its time ISO 8601 in UTC. PostgreSQL renders it
+ * (src/logs/queries.ts).
+ */
+export type LogEntry = {
+  id: number;
   stype: Stype;
-  timestamp: Date;
+  timestamp: string;
   description: string;
   ip: string | null;
   user_agent: string | null;
@@ -13,10 +17,3 @@ export type LogRow = {
   instance: number | null;
   request_id: string | null;
 };
-
-/** An entry as the API answers it (SPEC "Log entry fields"): the row, its id a number, its time ISO 8601. */
-export type LogEntry = Omit<LogRow, 'id' | 'timestamp'> & { id: number; timestamp: string };
-
-export function toLogEntry(row: LogRow): LogEntry {
-  return { ...row, id: Number(row.id), timestamp: new Date(row.timestamp).toISOString() };
-}

@@ -1,13 +1,32 @@
 import type { Sequelize } from 'sequelize';
-import { inTransaction, withConnection, type Run, type Statement } from '../db/lean.js';
+import { withConnection, type Run, type Statement } from '../db/lean.js';
 import type { CreateLogBody, ListLogsQuery } from './schema.js';
 import { decodeCursor, encodeCursor } from './schema.js';
-import { toLogEntry, type LogEntry, type LogRow as Row, type Stype } from './model.js';
+import type { LogEntry, Stype } from './model.js';
 import { badRequest, ERRORS } from '../errors.js';
 
 // Every statement on system_logs, run by db/lean.ts's runner: on Sequelize's pool for requests, on
 // a process's liveness connection for the startup log.
-const COLUMNS = `id, stype, "timestamp", description, ip, user_agent, host, instance, request_id`;
+//
+// An entry leaves PostgreSQL as the JSON the API answers (SPEC "Log entry fields": the id a number,
+// the time ISO 8601 in UTC with milliseconds, as JavaScript writes it). The hot endpoints send that
+// text as it is: no row parsing, no Date, no JSON.stringify in the worker, which is most of what an
+// API read costs it. `l` is system_logs in every statement below.
+const ENTRY = `row_to_json(e)::text AS entry FROM system_logs l CROSS JOIN LATERAL (SELECT l.id, l.stype,
+  to_char(l."timestamp" AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS "timestamp",
+  l.description, l.ip, l.user_agent, l.host, l.instance, l.request_id) e`;
+
+/** An entry's JSON text, as the queries below return it. */
+export type EntryJson = string;
+
+/** A page of entries as the API answers it. */
+export type LogPage = { items: EntryJson[]; next: string | null };
+
+/** The body of `GET /api/logs`, from the entries' own JSON. */
+export const pageJson = (page: LogPage): string => `{"items":[${page.items.join(',')}],"next":${JSON.stringify(page.next)}}`;
+
+/** An entry as an object, for the console's pages. */
+export const parseEntry = (entry: EntryJson): LogEntry => JSON.parse(entry) as LogEntry;
 
 const escapeLike = (s: string) => s.replace(/[\\%_]/g, (c) => `\\${c}`);
 
@@ -19,39 +38,40 @@ export function listLogsStatement(query: ListLogsQuery): { statement: Statement;
     values.push(value);
     return `$${values.length}`;
   };
-  if (query.stype) where.push(`stype = ${param(query.stype)}`);
-  if (query.q) where.push(`description ILIKE ${param(`%${escapeLike(query.q)}%`)}`);
-  if (query.since) where.push(`"timestamp" >= ${param(query.since.toISOString())}`);
-  if (query.until) where.push(`"timestamp" < ${param(query.until.toISOString())}`);
+  if (query.stype) where.push(`l.stype = ${param(query.stype)}`);
+  if (query.q) where.push(`l.description ILIKE ${param(`%${escapeLike(query.q)}%`)}`);
+  if (query.since) where.push(`l."timestamp" >= ${param(query.since.toISOString())}`);
+  if (query.until) where.push(`l."timestamp" < ${param(query.until.toISOString())}`);
   if (query.before !== undefined) {
     const cursor = decodeCursor(query.before);
     if (!cursor) throw badRequest(ERRORS.SITELOG_BAD_CURSOR);
-    where.push(`("timestamp", id) < (${param(cursor.timestamp.toISOString())}::timestamptz, ${param(cursor.id)}::bigint)`);
+    where.push(`(l."timestamp", l.id) < (${param(cursor.timestamp.toISOString())}::timestamptz, ${param(cursor.id)}::bigint)`);
   }
-  const text = `SELECT ${COLUMNS} FROM system_logs ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
-     ORDER BY "timestamp" DESC, id DESC LIMIT ${param(query.limit + 1)}`;
+  // the cursor's position comes along as columns of its own: the last entry's JSON is not parsed
+  const text = `SELECT e."timestamp", l.id, ${ENTRY} ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+     ORDER BY l."timestamp" DESC, l.id DESC LIMIT ${param(query.limit + 1)}`;
   // One prepared statement per combination of filters, except text search: how selective a pattern
   // is decides between the trigram index and the timeline, so it is planned for each pattern.
   const filters = (['stype', 'since', 'until', 'before'] as const).filter((f) => query[f] !== undefined);
   return { statement: { name: query.q ? '' : ['sitelog-logs', ...filters].join('-'), text }, values };
 }
 
-export async function listLogs(
-  sequelize: Sequelize,
-  query: ListLogsQuery,
-): Promise<{ items: LogEntry[]; next: string | null }> {
+type PageRow = { timestamp: string; id: string; entry: EntryJson };
+
+export async function listLogs(sequelize: Sequelize, query: ListLogsQuery): Promise<LogPage> {
   const { statement, values } = listLogsStatement(query);
-  const rows = await withConnection(sequelize, (run) => run<Row>(statement, values));
-  const items = rows.slice(0, query.limit).map(toLogEntry);
-  const last = items[items.length - 1];
-  return { items, next: rows.length > query.limit && last ? encodeCursor(last.timestamp, last.id) : null };
+  const rows = await withConnection(sequelize, (run) => run<PageRow>(statement, values));
+  const last = rows.length > query.limit ? rows[query.limit - 1] : undefined;
+  return { items: rows.slice(0, query.limit).map((r) => r.entry), next: last ? encodeCursor(last.timestamp, Number(last.id)) : null };
 }
 
-const GET_LOG: Statement = { name: 'sitelog-log-by-id', text: `SELECT ${COLUMNS} FROM system_logs WHERE id = $1` };
+type EntryRow = { entry: EntryJson };
 
-export async function getLog(sequelize: Sequelize, id: string): Promise<LogEntry | undefined> {
-  const [row] = await withConnection(sequelize, (run) => run<Row>(GET_LOG, [id]));
-  return row && toLogEntry(row);
+const GET_LOG: Statement = { name: 'sitelog-log-by-id', text: `SELECT ${ENTRY} WHERE l.id = $1` };
+
+export async function getLog(sequelize: Sequelize, id: string): Promise<EntryJson | undefined> {
+  const [row] = await withConnection(sequelize, (run) => run<EntryRow>(GET_LOG, [id]));
+  return row?.entry;
 }
 
 export type NewLog = CreateLogBody & {
@@ -64,11 +84,11 @@ export type NewLog = CreateLogBody & {
 
 const INSERT_LOG: Statement = {
   name: 'sitelog-log-insert',
-  text: `INSERT INTO system_logs (stype, description, ip, user_agent, host, instance, request_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
-         ON CONFLICT (request_id) DO NOTHING RETURNING ${COLUMNS}`,
+  text: `WITH l AS (INSERT INTO system_logs (stype, description, ip, user_agent, host, instance, request_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (request_id) DO NOTHING RETURNING *)
+         SELECT l.id, ${ENTRY.replace('system_logs l', 'l')}`,
 };
-const LOG_BY_REQUEST_ID: Statement = { name: 'sitelog-log-by-request-id', text: `SELECT ${COLUMNS} FROM system_logs WHERE request_id = $1` };
+const LOG_BY_REQUEST_ID: Statement = { name: 'sitelog-log-by-request-id', text: `SELECT l.id, l.stype, l.description, ${ENTRY} WHERE l.request_id = $1` };
 
 export type SystemEntry = {
   stype: Stype;
@@ -80,28 +100,32 @@ export type SystemEntry = {
   requestId?: string | null;
 };
 
+/** What a write answers: the stored entry, and whether this call stored it or an earlier one did. */
+export type Stored = { id: number; entry: EntryJson; created: boolean; stype?: Stype; description?: string };
+
 /**
- * Stores an entry once per request id: the INSERT returns the new row, and a repeat of the same id
- * reads the stored entry (`created: false`) instead of writing a duplicate. In a transaction, READ
- * COMMITTED gives that second statement a snapshot where a concurrent first attempt, which the
- * INSERT waited for, is visible.
+ * Stores an entry once per request id. The INSERT is one statement, so it commits on its own: no
+ * BEGIN or COMMIT round trips. A repeat of the same id does nothing and then reads the stored entry
+ * (`created: false`, with its stype and description for the caller to compare). That read is a
+ * statement of its own, so under READ COMMITTED its snapshot sees a concurrent first attempt that
+ * the INSERT waited for; inside the INSERT's own statement it would not.
  */
-async function store(run: Run, entry: SystemEntry): Promise<{ entry: LogEntry; created: boolean }> {
+async function store(run: Run, entry: SystemEntry): Promise<Stored> {
   const values = [entry.stype, entry.description, entry.ip ?? null, entry.userAgent ?? null, entry.host, entry.instance, entry.requestId ?? null];
-  const [inserted] = await run<Row>(INSERT_LOG, values);
-  if (inserted) return { entry: toLogEntry(inserted), created: true };
-  const [stored] = await run<Row>(LOG_BY_REQUEST_ID, [entry.requestId]);
-  return { entry: toLogEntry(stored!), created: false };
+  const [inserted] = await run<EntryRow & { id: string }>(INSERT_LOG, values);
+  if (inserted) return { id: Number(inserted.id), entry: inserted.entry, created: true };
+  const [stored] = await run<EntryRow & { id: string; stype: Stype; description: string }>(LOG_BY_REQUEST_ID, [entry.requestId]);
+  return { id: Number(stored!.id), entry: stored!.entry, created: false, stype: stored!.stype, description: stored!.description };
 }
 
 /** Writes an entry of the system's own (the startup log, a failed login) with the runner given. */
-export async function insertEntry(run: Run, entry: SystemEntry): Promise<LogEntry> {
-  return (await store(run, entry)).entry;
+export async function insertEntry(run: Run, entry: SystemEntry): Promise<void> {
+  await store(run, entry);
 }
 
-/** A client's entry (POST /api/logs), stored once per request id in a transaction of its own. */
-export async function createLog(sequelize: Sequelize, entry: NewLog): Promise<{ entry: LogEntry; created: boolean }> {
-  return inTransaction(sequelize, (run) => store(run, entry));
+/** A client's entry (POST /api/logs), stored once per request id. */
+export async function createLog(sequelize: Sequelize, entry: NewLog): Promise<Stored> {
+  return withConnection(sequelize, (run) => store(run, entry));
 }
 
 export type Histogram = { buckets: Array<{ t: number; stype: Stype; n: number }>; from: number; to: number; bucketSeconds: number };

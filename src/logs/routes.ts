@@ -1,28 +1,28 @@
 import { Router } from 'express';
 import type { AppContext } from '../context.js';
 import { badRequest, ERRORS, notFound, unprocessableContent } from '../errors.js';
-import { createLog, getLog, listLogs } from './queries.js';
+import { createLog, getLog, listLogs, pageJson } from './queries.js';
 import { createLogBody, idempotencyKey, listLogsQuery, logId } from './schema.js';
 
 export function logsRouter(ctx: AppContext): Router {
   const router = Router();
 
   router.get('/', ctx.auth.reader, async (req, res) => {
-    res.json(await listLogs(ctx.sequelize, listLogsQuery.parse(req.query)));
+    res.type('json').send(pageJson(await listLogs(ctx.sequelize, listLogsQuery.parse(req.query))));
   });
 
   router.get('/:id', ctx.auth.reader, async (req, res) => {
     const id = logId.safeParse(req.params['id']);
     const entry = id.success ? await getLog(ctx.sequelize, id.data) : undefined;
     if (!entry) throw notFound(`no log entry ${JSON.stringify(String(req.params['id']).slice(0, 40))}`);
-    res.json(entry);
+    res.type('json').send(entry);
   });
 
   router.post('/', ctx.auth.token, async (req, res) => {
     const body = createLogBody.parse(req.body ?? {});
     const clientKey = req.get('idempotency-key');
     if (clientKey !== undefined && !idempotencyKey.safeParse(clientKey).success) throw badRequest(ERRORS.SITELOG_BAD_IDEMPOTENCY_KEY);
-    const { entry, created } = await createLog(ctx.sequelize, {
+    const stored = await createLog(ctx.sequelize, {
       ...body,
       ip: req.ip ?? null,
       userAgent: req.get('user-agent')?.slice(0, 512) ?? null,
@@ -30,12 +30,12 @@ export function logsRouter(ctx: AppContext): Router {
       instance: ctx.config.INSTANCE,
       requestId: clientKey ?? req.id,
     });
-    if (!created && (entry.stype !== body.stype || entry.description !== body.description)) {
+    if (!stored.created && (stored.stype !== body.stype || stored.description !== body.description)) {
       throw unprocessableContent(ERRORS.SITELOG_IDEMPOTENCY_KEY_REUSED);
     }
-    res.status(201).set('Location', `/api/logs/${entry.id}`);
-    if (!created) res.set('Idempotent-Replayed', 'true');
-    res.json(entry);
+    res.status(201).set('Location', `/api/logs/${stored.id}`);
+    if (!stored.created) res.set('Idempotent-Replayed', 'true');
+    res.type('json').send(stored.entry);
   });
 
   return router;

@@ -1,7 +1,7 @@
 import type { Sequelize } from 'sequelize';
 import { withConnection } from '../db/lean.js';
 import type { Logger } from '../logger.js';
-import type { LogEntry, Stype } from './model.js';
+import type { Stype } from './model.js';
 import { insertEntry } from './queries.js';
 
 export type SystemLogInput = {
@@ -17,12 +17,14 @@ export type SystemLogInput = {
  * (a login, a request) must not fail because the log could not be written.
  */
 export function systemLogger(sequelize: Sequelize, identity: { host: string; instance: number }, logger: Logger) {
-  return async function addSystemLog(input: SystemLogInput): Promise<LogEntry | null> {
+  /** Whether the entry was stored. */
+  return async function addSystemLog(input: SystemLogInput): Promise<boolean> {
     try {
-      return await withConnection(sequelize, (run) => insertEntry(run, { ...input, ...identity }));
+      await withConnection(sequelize, (run) => insertEntry(run, { ...input, ...identity }));
+      return true;
     } catch (err) {
       logger.error({ err, stype: input.stype }, 'could not write system log entry');
-      return null;
+      return false;
     }
   };
 }
