@@ -3,13 +3,11 @@
 // processes make what they need when they start (secrets, nginx's config).
 require('./src/ops/build-check.cjs').assertBuilt();
 const { DATABASE_WAIT_MS, SHUTDOWN_MS } = require('./dist/timeouts.js');
-const { localStack, productionWeb } = require('./dist/ops/stack.js');
+const { localStack, pm2Invocation, productionWeb } = require('./dist/ops/stack.js');
 
-const argv = process.argv;
-const production = argv.some((arg, i) => arg === '--env=production' || (arg === '--env' && argv[i + 1] === 'production'));
-// `pm2 reload ecosystem.config.js` reloads every app in the file, and reloading a fork-mode app is a
-// restart: the database and nginx would go down. On reload the file therefore declares web alone.
-const reloading = argv[2] === 'reload';
+// `pm2 reload ecosystem.config.js` declares web alone: PM2 would restart the fork-mode apps (the
+// database, nginx). The one place that reads PM2's argv, and why: src/ops/stack.ts.
+const { production, reloading } = pm2Invocation(process.argv);
 
 const web = {
   name: 'web',

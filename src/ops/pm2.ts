@@ -1,8 +1,12 @@
 import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 
-// Drives the PM2 of node_modules through its CLI, as ops do; PM2_HOME and the rest come from env.
+// The PM2 of node_modules: its programmatic API for everything that reads or drives processes, and
+// its CLI for `pm2 start ecosystem.config.js`, which evaluates the file in a process of its own as it
+// does for ops. PM2_HOME and the rest come from env.
 
 const exec = promisify(execFile);
 export const ROOT = path.resolve(__dirname, '..', '..');
@@ -28,23 +32,32 @@ export type Pm2Process = {
   };
 };
 
-/** Every process of the PM2 daemon that env's PM2_HOME names. */
-export async function listAll(env: NodeJS.ProcessEnv = process.env): Promise<Pm2Process[]> {
-  const out = await pm2(['jlist'], env);
-  // a freshly spawned daemon prints "[PM2] ..." lines before the JSON
-  const json = out.split('\n').find((line) => line.startsWith('[{') || line.trim() === '[]');
-  return JSON.parse(json ?? '[]') as Pm2Process[];
-}
-
+/** The PM2_HOME that env names, or PM2's own default. */
+export const pm2Home = (env: NodeJS.ProcessEnv): string => env['PM2_HOME'] ?? path.join(env['HOME'] ?? os.homedir(), '.pm2');
 
 /**
- * PM2's programmatic API (the daemon of PM2_HOME, started when missing), for the commands around the
- * app: `npm start`, `npm stop`, deploy's readiness wait, which poll it. One connection for the whole
- * of `work`. Starting from ecosystem.config.js stays with the CLI (`pm2()` above), which evaluates
- * the file in its own process as it does for ops; the tests, like ops at a shell, drive the CLI too.
+ * Every process of the PM2 daemon of env's PM2_HOME, sitelog's or not. Where no daemon runs (no RPC
+ * socket), nothing, and no daemon is started just to say so.
  */
-export async function withPm2<T>(work: (api: Pm2Api) => Promise<T>): Promise<T> {
-  const { default: api } = await import('pm2');
+export async function listAll(env: NodeJS.ProcessEnv = process.env): Promise<Pm2Process[]> {
+  const home = pm2Home(env);
+  if (!fs.existsSync(path.join(home, 'rpc.sock'))) return [];
+  return withPm2((api) => api.listEverything(), home);
+}
+
+/** PM2's API class: one client per PM2_HOME (its typings declare only the default instance). */
+type Pm2Client = typeof import('pm2');
+type Pm2Module = { custom: new (opts: { pm2_home: string }) => Pm2Client };
+
+/**
+ * PM2's programmatic API on the daemon of `home` (started when missing): for `npm start`, `npm stop`,
+ * the doctor, deploy's readiness wait, the tests and the bench, which read and poll it. One
+ * connection for the whole of `work`. The tests, like ops at a shell, still type the CLI's commands
+ * (`pm2 reload`, `pm2 scale`, `pm2 kill`) where that is what they check.
+ */
+export async function withPm2<T>(work: (api: Pm2Api) => Promise<T>, home = pm2Home(process.env)): Promise<T> {
+  const { custom } = (await import('pm2')) as unknown as Pm2Module;
+  const api = new custom({ pm2_home: home });
   const call = <R>(fn: (cb: (err: Error | null, result: R) => void) => void) =>
     new Promise<R>((resolve, reject) => fn((err, result) => (err ? reject(err) : resolve(result))));
   await call<void>((cb) => api.connect((err) => cb(err ?? null, undefined)));

@@ -18,6 +18,21 @@ const stackSchema = z.object({
   DATABASE_URL: envFields.DATABASE_URL.optional(),
 });
 
+/**
+ * What the PM2 command that evaluates ecosystem.config.js will do with it, from PM2's own argv: PM2
+ * gives the file no other way to know, and does not pass `--env` to it. One case needs it. `pm2
+ * reload ecosystem.config.js`, the command ops run daily, reloads every app the file declares, and
+ * PM2 reloads a fork-mode app by restarting it (pm2/lib/God/Reload.js): the database and nginx
+ * would go down. On a reload the file therefore declares web alone. (`startOrReload` is a start
+ * here: it must be able to start what is missing.)
+ */
+export function pm2Invocation(argv: readonly string[]): { reloading: boolean; production: boolean } {
+  const args = argv.slice(2); // node, pm2's bin
+  const command = args.find((a) => !a.startsWith('-'));
+  const production = args.some((a, i) => a === '--env=production' || (a === '--env' && args[i + 1] === 'production'));
+  return { reloading: command === 'reload', production };
+}
+
 /** WEB_INSTANCES for `--env production`, where the rest of the environment is the instances' to check. */
 export function productionInstances(env: NodeJS.ProcessEnv): number | 'max' {
   return parseEnv(z.object({ WEB_INSTANCES: envFields.WEB_INSTANCES }), env).WEB_INSTANCES;

@@ -1,0 +1,41 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { describe, test } from 'node:test';
+import { promisify } from 'node:util';
+import { pm2Invocation } from '../src/ops/stack.js';
+
+// What ecosystem.config.js declares for each PM2 command that evaluates it. The PM2 runs of
+// test/startup-log.test.ts and test/first-five-minutes.test.ts prove reloads end to end.
+
+const ROOT = path.resolve(__dirname, '..');
+const PM2 = '/app/node_modules/pm2/bin/pm2';
+
+describe("PM2's command, as the ecosystem file reads it", () => {
+  const cases: Array<[string[], { reloading: boolean; production: boolean }]> = [
+    [['start', 'ecosystem.config.js'], { reloading: false, production: false }],
+    [['reload', 'ecosystem.config.js'], { reloading: true, production: false }],
+    [['reload', 'ecosystem.config.js', '--env', 'production'], { reloading: true, production: true }],
+    [['--no-color', 'reload', 'ecosystem.config.js'], { reloading: true, production: false }],
+    [['start', 'ecosystem.config.js', '--env=production'], { reloading: false, production: true }],
+    [['startOrReload', 'ecosystem.config.js'], { reloading: false, production: false }],
+    [['start', 'ecosystem.config.js', '--only', 'reload'], { reloading: false, production: false }],
+    [['start', 'ecosystem.config.js', '--env', 'staging'], { reloading: false, production: false }],
+  ];
+  for (const [args, expected] of cases) {
+    test(`when pm2 ${args.join(' ')} evaluates it, then ${JSON.stringify(expected)}`, () => {
+      assert.deepEqual(pm2Invocation(['node', PM2, ...args]), expected);
+    });
+  }
+
+  test('when the file is evaluated for a local reload, then it declares web alone; for a start, web and the database (PROXY_PORT=0: no nginx)', async () => {
+    const apps = async (command: string) => {
+      const script = `process.argv = ['node', 'pm2', '${command}', 'ecosystem.config.js']; console.log(JSON.stringify(require('./ecosystem.config.js').apps.map((a) => a.name)))`;
+      const env = { PATH: process.env['PATH'], HOME: process.env['HOME'], DATA_DIR: '/nonexistent/sitelog-ecosystem-test', PROXY_PORT: '0' };
+      const { stdout } = await promisify(execFile)(process.execPath, ['-e', script], { cwd: ROOT, env });
+      return JSON.parse(stdout) as string[];
+    };
+    assert.deepEqual(await apps('reload'), ['web']);
+    assert.deepEqual(await apps('start'), ['web', 'db']);
+  });
+});
