@@ -346,7 +346,8 @@ async function main(): Promise<void> {
     }
     await db.end();
 
-    const results = { date: new Date().toISOString(), connections: CONNECTIONS, durationSeconds: DURATION_S, startToReadyMs, reloadMs, rssWarmMb: rssWarm, rssAfterMb: rssAfter, rss100kMb: rss100k, rss200kMb: rss200k, sitelogRequests, rows, scale: scaleRows };
+    const webArgs = (await stack.processes('web'))[0]?.pm2_env as { node_args?: string[] } | undefined;
+    const results = { date: new Date().toISOString(), webNodeArgs: webArgs?.node_args ?? [], connections: CONNECTIONS, durationSeconds: DURATION_S, startToReadyMs, reloadMs, rssWarmMb: rssWarm, rssAfterMb: rssAfter, rss100kMb: rss100k, rss200kMb: rss200k, sitelogRequests, rows, scale: scaleRows };
     fs.mkdirSync(OUT, { recursive: true });
     fs.writeFileSync(path.join(OUT, 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
     // every run is kept, for the medians of several (docs/measurements.md)
@@ -355,7 +356,7 @@ async function main(): Promise<void> {
     const md = [
       `# sitelog bench (${results.date})`,
       '',
-      `${CONNECTIONS} connections, ${DURATION_S} s per cell, 2 instances each, everything on loopback on this machine.`,
+      `${CONNECTIONS} connections, ${DURATION_S} s per cell, 2 instances each, everything on loopback on this machine. sitelog's web: \`${results.webNodeArgs.join(' ')}\`.`,
       '',
       '| setup | endpoint | req/s | × baseline | × Express floor | p50 | p99 | non-2xx | CPU µs/request: app | nginx | postgres | load generator | other | total |',
       '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',

@@ -27,13 +27,16 @@ declare global {
 /** Looks the session up only when the cookie is there: API calls with a bearer token cost nothing. */
 function loadSession(ctx: AppContext): RequestHandler {
   return async (req, _res, next) => {
-    if (req.headers.cookie && cookies(req)[SESSION_COOKIE]) req.session = await findSession(ctx.sequelize, req);
+    if (req.headers.cookie && cookies(req)[SESSION_COOKIE]) req.session = await findSession(ctx.sequelize, req, ctx.config.ADMIN_PASSWORD);
     next();
   };
 }
 
 /** nginx sends X-Request-Id: $request_id, the same across its retries of one request. */
 const REQUEST_ID = /^[A-Za-z0-9-]{8,128}$/;
+
+/** Express's compiled `trust proxy` setting: whether the peer at `address` is one of TRUST_PROXY's. */
+type TrustProxy = (address: string | undefined, hop: number) => boolean;
 
 /**
  * helmet's headers do not depend on the request: computed once at startup, then set on every
@@ -67,15 +70,21 @@ const API_HEADERS: ReadonlyArray<[string, string]> = [
   ['Cache-Control', 'no-store'],
 ];
 
-/** The JSON-only paths: the API and the probes. */
-const JSON_PATHS = /^\/(api|healthz|readyz)(\/|\?|$)/;
+/** The JSON-only paths: the API and the probes, in any case (routing is not case-sensitive). */
+const JSON_PATHS = /^\/(api|healthz|readyz)(\/|\?|$)/i;
 
-/** Every request: its id (kept from nginx), its security headers, and JSON-only bodies. */
-function requestContext(): RequestHandler {
+/**
+ * Every request: its id, its security headers, and JSON-only bodies. The id is nginx's when the
+ * peer is a TRUST_PROXY one (the same across nginx's retries of one request, so a retried write is
+ * stored once); any other client's X-Request-Id is ignored, or a client could make its failed logins
+ * collide on one id and be counted once.
+ */
+function requestContext(trusted: TrustProxy): RequestHandler {
   const pageHeaders = documentHeaders();
   return (req, res, next) => {
     const incoming = req.headers['x-request-id'];
-    req.id = typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : crypto.randomUUID();
+    const believed = typeof incoming === 'string' && REQUEST_ID.test(incoming) && trusted(req.socket.remoteAddress, 0);
+    req.id = believed ? incoming : crypto.randomUUID();
     res.setHeader('X-Request-Id', req.id);
     for (const [name, value] of JSON_PATHS.test(req.url) ? API_HEADERS : pageHeaders) res.setHeader(name, value);
     if (req.method !== 'GET' && req.method !== 'HEAD') jsonOnly(req, res, next);
@@ -126,7 +135,7 @@ export function createApp(ctx: AppContext): express.Express {
   app.set('trust proxy', ctx.config.TRUST_PROXY);
   app.set('etag', false);
   lazyRequestLogger(app, ctx.logger);
-  app.use(requestContext());
+  app.use(requestContext(app.get('trust proxy fn') as TrustProxy));
   app.use(jsonBodies());
   // the API first: it carries the traffic, and each layer a request passes costs it
   app.use(['/api', '/console'], ctx.gate.guard, loadSession(ctx));

@@ -105,11 +105,26 @@ export function withLocalSecrets(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   return filled;
 }
 
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1)$/;
+
+/**
+ * Why this listening address and this set of trusted proxies do not go together, if they do not.
+ * An address other hosts can reach means nginx runs elsewhere (or clients come straight in): with
+ * only loopback trusted, the app takes the nginx host for the client, so one guesser's failed
+ * logins would lock everybody out. The doctor says the same of a running stack.
+ */
+export function proxyTrustProblem(bindAddress: string, trustProxy: readonly string[]): string | undefined {
+  if (LOOPBACK.test(bindAddress) || trustProxy.some((p) => p !== 'loopback')) return undefined;
+  return `BIND_ADDRESS ${bindAddress} is reachable from other hosts, but TRUST_PROXY trusts only loopback: every client behind a remote nginx would look like that nginx; set TRUST_PROXY to the nginx host's address or CIDR`;
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const { WEB_INSTANCES, NODE_APP_INSTANCE, restart_time, EMBEDDED_PG_PORT: _port, SECRETS_FILE: _file, ...rest } = parseEnv(
     schema,
     withLocalSecrets(env),
   );
+  const trustProblem = proxyTrustProblem(rest.BIND_ADDRESS, rest.TRUST_PROXY);
+  if (trustProblem) throw new ConfigError([trustProblem]);
   return Object.freeze({
     ...rest,
     DATA_DIR: path.resolve(rest.DATA_DIR),

@@ -124,6 +124,9 @@ export function toHttpError(err: unknown): HttpError {
   const e = err as { type?: string; status?: number };
   const known = e.type ? BODY_PARSER_ERRORS[e.type] : undefined;
   if (known) return new HttpError(known);
+  // SQLSTATE class 22, data exception: a value PostgreSQL cannot hold (a date out of its range, a
+  // number too large). Validation should have caught it; it is still the request's fault, not a 5xx.
+  if (/^22/.test(facts(err).code ?? '')) return badRequest(ERRORS.SITELOG_VALIDATION, 'a value is out of the range the database can store');
   if (databaseTrouble(err)) return databaseUnavailable();
   // Express's and its libraries' own client errors (a bad percent-encoding, a missing file, a range
   // sendFile cannot serve) keep their status, under the registry's code for it

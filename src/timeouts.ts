@@ -22,3 +22,12 @@ export const DRAIN_GRACE_MS = 500;
  * can take more than half a second: failing the request then would turn a busy moment into a 503.
  */
 export const DB_CONNECT_TIMEOUT_MS = 2_000;
+
+/** How long a request waits for a pooled connection before it answers 503 (the pool is saturated). */
+export const POOL_ACQUIRE_MS = 3_000;
+/**
+ * PostgreSQL cancels a web process's statement after this (statement_timeout). A request runs at
+ * most two statements (a write and its read back), so it waits for the database at most
+ * POOL_ACQUIRE_MS + 2 × STATEMENT_TIMEOUT_MS; nginx's proxy_read_timeout sits above that.
+ */
+export const STATEMENT_TIMEOUT_MS = 5_000;

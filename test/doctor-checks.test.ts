@@ -19,6 +19,7 @@ import {
   nginxDurationMs,
   pm2,
   poolBudget,
+  trustedProxy,
   waitReady,
   type ClockSample,
   type DatabaseFacts,
@@ -144,6 +145,14 @@ describe('instances-online', () => {
   ]);
 });
 
+describe('trusted-proxy', () => {
+  table(trustedProxy, [
+    { when: 'web listens on loopback', then: 'it passes', facts: facts(), expect: [/^ok trusted-proxy: web listens on 127\.0\.0\.1 and believes X-Forwarded-For and X-Request-Id from loopback only$/] },
+    { when: 'web listens on a LAN address and trusts the nginx host', then: 'it passes', facts: facts({ web: web({}, { BIND_ADDRESS: '10.0.0.5', TRUST_PROXY: '10.0.0.2' }) }), expect: [/^ok trusted-proxy: web listens on 10\.0\.0\.5 .* from 10\.0\.0\.2 only$/] },
+    { when: 'web listens on a LAN address and trusts only loopback', then: 'it fails naming TRUST_PROXY', facts: facts({ web: web({}, { BIND_ADDRESS: '10.0.0.5' }) }), expect: [/^FAIL trusted-proxy: BIND_ADDRESS 10\.0\.0\.5 is reachable from other hosts, but TRUST_PROXY trusts only loopback.* \| fix: TRUST_PROXY=/] },
+  ]);
+});
+
 describe('database', () => {
   table(database, [
     { when: 'PostgreSQL answers', then: 'it passes', facts: facts(), expect: [/^ok database: PostgreSQL answers$/] },
@@ -245,15 +254,15 @@ describe('log-disk', () => {
 describe('all checks', () => {
   const ids = (findings: Finding[]) => findings.map((f) => `${f.ok ? 'ok' : 'FAIL'} ${f.id}`);
   test('when the stack is sound, then every check passes, in the order the doctor prints', () => {
-    assert.equal(checks.length, 12);
+    assert.equal(checks.length, 13);
     assert.deepEqual(ids(judge(facts())), [
-      ...['cluster-mode', 'wait-ready', 'listen-timeout', 'kill-timeout', 'instances-online', 'database'],
+      ...['cluster-mode', 'wait-ready', 'listen-timeout', 'kill-timeout', 'instances-online', 'trusted-proxy', 'database'],
       ...['pool-budget', 'migrations', 'clock', 'nginx-config', 'keepalive-order', 'log-disk'],
     ].map((id) => `ok ${id}`));
   });
   test('when PostgreSQL and nginx fail, then only their first checks speak for them', () => {
     const findings = judge(facts({ database: unreachable, nginx: nginxFailing('') }));
     assert.deepEqual(ids(findings).filter((l) => l.startsWith('FAIL')), ['FAIL database', 'FAIL nginx-config']);
-    assert.equal(findings.length, 8);
+    assert.equal(findings.length, 9);
   });
 });

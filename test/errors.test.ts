@@ -4,7 +4,7 @@ import path from 'node:path';
 import { describe, test } from 'node:test';
 import { ConnectionAcquireTimeoutError, ConnectionError, DatabaseError, TimeoutError, UniqueConstraintError } from 'sequelize';
 import { isRetryable } from '../src/db/database.js';
-import { databaseTrouble, ERRORS } from '../src/errors.js';
+import { databaseTrouble, ERRORS, toHttpError } from '../src/errors.js';
 
 // The error registry against every place that answers a code, and the database classifier's rule.
 
@@ -112,6 +112,22 @@ describe('database classifier', () => {
     test(`when ${when}, then ${then ?? 'no database trouble'}; startup ${then ? 'retries' : 'does not retry'}`, () => {
       assert.equal(databaseTrouble(err), then);
       assert.equal(isRetryable(err), then !== undefined);
+    });
+  }
+});
+
+describe('data exceptions', () => {
+  const cases: Array<[string, unknown]> = [
+    ['22008 datetime_field_overflow', pgError('22008', 'date/time field value out of range: "0000-01-01T00:00:00.000Z"')],
+    ['22003 numeric_value_out_of_range, wrapped by Sequelize', wrapped('22003', 'value "99999999999" is out of range for type integer')],
+    ['22P02 invalid_text_representation', pgError('22P02', 'invalid input syntax for type bigint: "x"')],
+    ['22021 character_not_in_repertoire', pgError('22021', 'invalid byte sequence for encoding "UTF8": 0x00')],
+  ];
+  for (const [when, err] of cases) {
+    test(`when PostgreSQL answers ${when}, then 400 SITELOG_VALIDATION, never a 5xx`, () => {
+      const http = toHttpError(err);
+      assert.equal(http.status, 400);
+      assert.equal(http.code, 'SITELOG_VALIDATION');
     });
   }
 });

@@ -2,6 +2,8 @@ import type { startHistory } from '../instances/queries.js';
 import { STYPES } from '../logs/model.js';
 import type { LogEntry } from '../logs/model.js';
 import type { Histogram } from '../logs/queries.js';
+import { LOGIN_FAILURES_ALLOWED, LOGIN_WINDOW_MINUTES, type SecurityFacts } from './login.js';
+import { SESSION_IDLE_MINUTES } from './session.js';
 import { escapeHtml, formatTime, instancesTable, layout, type InstanceRow } from './views.js';
 
 // The console's pages: pure functions of plain data (a handler fetches, then renders one of these).
@@ -125,5 +127,34 @@ export function entryPage(csrf: string, entry: LogEntry): string {
     nav: 'logs',
     csrf,
     body: `<h1>Entry #${entry.id}</h1><table id="entry">${fields}</table><p><a href="/console/logs">← All logs</a> · JSON: <a href="/api/logs/${entry.id}">/api/logs/${entry.id}</a></p>`,
+  });
+}
+
+/** A form of the console: a POST with the session's CSRF token and one button. */
+const postForm = (action: string, csrf: string, button: string, fields: Record<string, string> = {}) =>
+  `<form method="post" action="${action}"><input type="hidden" name="_csrf" value="${escapeHtml(csrf)}">${Object.entries(fields)
+    .map(([name, value]) => `<input type="hidden" name="${name}" value="${escapeHtml(value)}">`)
+    .join('')}<button type="submit">${button}</button></form>`;
+
+export function securityPage(csrf: string, facts: SecurityFacts): string {
+  const time = (d: Date | undefined) => `<time>${escapeHtml(d ? formatTime(d.toISOString()) : '')}</time>`;
+  const locked = facts.locked
+    .map((c) => `<tr><td>${escapeHtml(c.client)}</td><td>${c.failures}</td><td>${time(c.until)}</td><td>${postForm('/console/security/unlock', csrf, 'Unlock', { address: c.client })}</td></tr>`)
+    .join('\n');
+  const recent = facts.recent.map((c) => `<tr><td>${escapeHtml(c.client)}</td><td>${c.failures}</td><td>${time(c.last)}</td></tr>`).join('\n');
+  return layout({
+    title: 'Security',
+    nav: 'security',
+    csrf,
+    body: `<h1>Security</h1>
+<p class="muted">An address (an IPv6 client by its /64) may fail ${LOGIN_FAILURES_ALLOWED} logins in ${LOGIN_WINDOW_MINUTES} minutes; then it waits, or is unlocked here. Every unlock is a <code>security</code> entry.</p>
+<table id="locked"><caption>Locked now</caption>
+<thead><tr><th scope="col">Address</th><th scope="col">Failures</th><th scope="col">Lifts by itself at</th><th scope="col"></th></tr></thead>
+<tbody>${locked || '<tr><td colspan="4">No address is locked.</td></tr>'}</tbody></table>
+<table id="failures"><caption>Failed logins, last 24 hours</caption>
+<thead><tr><th scope="col">Address</th><th scope="col">Failures</th><th scope="col">Last</th></tr></thead>
+<tbody>${recent || '<tr><td colspan="3">No failed login.</td></tr>'}</tbody></table>
+<h2>Sessions</h2><p class="muted">Ends every console session, on every instance and host (sessions also end after ${SESSION_IDLE_MINUTES} minutes unused, and when ADMIN_PASSWORD changes).</p>
+${postForm('/console/logout-everywhere', csrf, 'Log out everywhere')}`,
   });
 }

@@ -3,7 +3,7 @@
 export const escapeHtml = (value: string | number | null | undefined): string =>
   String(value ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 
-export type Nav = 'instances' | 'starts' | 'logs' | 'login';
+export type Nav = 'instances' | 'starts' | 'logs' | 'security' | 'login';
 
 export function layout(opts: { title: string; nav: Nav; csrf?: string; body: string; script?: boolean }): string {
   const link = (href: string, label: string, key: Nav) =>
@@ -11,7 +11,7 @@ export function layout(opts: { title: string; nav: Nav; csrf?: string; body: str
   const menu =
     opts.csrf === undefined
       ? ''
-      : `<nav aria-label="Console">${link('/console', 'Instances', 'instances')}${link('/console/starts', 'Starts', 'starts')}${link('/console/logs', 'Logs', 'logs')}
+      : `<nav aria-label="Console">${link('/console', 'Instances', 'instances')}${link('/console/starts', 'Starts', 'starts')}${link('/console/logs', 'Logs', 'logs')}${link('/console/security', 'Security', 'security')}
 <form method="post" action="/console/logout" class="logout"><input type="hidden" name="_csrf" value="${escapeHtml(opts.csrf)}"><button type="submit">Log out</button></form></nav>`;
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">

@@ -12,3 +12,8 @@ export const LOCK_CREATE_DATABASE = 0x5173_6c67_0002n.toString();
 export const LIVENESS_PREFIX = 'sitelog:live:';
 /** A host's start lock, hashtext(START_PREFIX || host), taken per transaction while a process registers. */
 export const START_PREFIX = 'sitelog:start:';
+/**
+ * A client's login lock, hashtext(LOGIN_PREFIX || sitelog_client_key(ip)) as a single bigint key
+ * (int4 range: never one of the constants above), taken per transaction by a login attempt.
+ */
+export const LOGIN_PREFIX = 'sitelog:login:';

@@ -1,6 +1,6 @@
 import { Sequelize } from 'sequelize';
 import type { Config } from '../config.js';
-import { DB_CONNECT_TIMEOUT_MS } from '../timeouts.js';
+import { DB_CONNECT_TIMEOUT_MS, POOL_ACQUIRE_MS, STATEMENT_TIMEOUT_MS } from '../timeouts.js';
 
 /**
  * Each web instance builds its own Sequelize inside its startup path, never at import time:
@@ -17,14 +17,14 @@ export function createSequelize(config: Config): Sequelize {
       min: 0,
       idle: 10_000,
       // A saturated pool answers 503 after this rather than queueing a request forever.
-      acquire: 3_000,
+      acquire: POOL_ACQUIRE_MS,
       evict: 1_000,
     },
     retry: { max: 0 },
     dialectOptions: {
       application_name: `sitelog-web-${config.INSTANCE}`,
       connectionTimeoutMillis: DB_CONNECT_TIMEOUT_MS,
-      statement_timeout: 5_000,
+      statement_timeout: STATEMENT_TIMEOUT_MS,
       idle_in_transaction_session_timeout: 10_000,
       keepAlive: true,
     },

@@ -58,9 +58,9 @@ export function listLogsStatement(query: ListLogsQuery): { statement: Statement;
 
 type PageRow = { timestamp: string; id: string; entry: EntryJson };
 
-export async function listLogs(sequelize: Sequelize, query: ListLogsQuery): Promise<LogPage> {
+export async function listLogs(sequelize: Sequelize, query: ListLogsQuery, signal?: AbortSignal): Promise<LogPage> {
   const { statement, values } = listLogsStatement(query);
-  const rows = await withConnection(sequelize, (run) => run<PageRow>(statement, values));
+  const rows = await withConnection(sequelize, (run) => run<PageRow>(statement, values), signal);
   const last = rows.length > query.limit ? rows[query.limit - 1] : undefined;
   return { items: rows.slice(0, query.limit).map((r) => r.entry), next: last ? encodeCursor(last.timestamp, Number(last.id)) : null };
 }
@@ -69,8 +69,8 @@ type EntryRow = { entry: EntryJson };
 
 const GET_LOG: Statement = { name: 'sitelog-log-by-id', text: `SELECT ${ENTRY} WHERE l.id = $1` };
 
-export async function getLog(sequelize: Sequelize, id: string): Promise<EntryJson | undefined> {
-  const [row] = await withConnection(sequelize, (run) => run<EntryRow>(GET_LOG, [id]));
+export async function getLog(sequelize: Sequelize, id: string, signal?: AbortSignal): Promise<EntryJson | undefined> {
+  const [row] = await withConnection(sequelize, (run) => run<EntryRow>(GET_LOG, [id]), signal);
   return row?.entry;
 }
 
@@ -145,14 +145,55 @@ export async function histogram(run: Run, range: { from: number; to: number; sty
   return { buckets, from: range.from, to: range.to, bucketSeconds };
 }
 
-const RECENT_SECURITY: Statement = {
-  name: 'sitelog-logs-recent-security',
-  text: `SELECT count(*)::int AS n FROM system_logs WHERE stype = 'security' AND ip = $1 AND description = $2
-         AND "timestamp" > now() - make_interval(mins => $3)`,
+// The login throttle and the console's security view. A client is its address, or its IPv6 /64:
+// sitelog_client_key() (migration 0003), which nginx's own limit mirrors.
+
+/** What the throttle counts and what lifts it: failures, and unlock entries whose ip is the client. */
+export type ThrottleEntries = { failure: string; unlockPrefix: string; minutes: number };
+
+const CLIENT_FAILURES: Statement = {
+  name: 'sitelog-logs-client-failures',
+  text: `SELECT count(*)::int AS n FROM system_logs
+         WHERE stype = 'security' AND sitelog_client_key(ip) = sitelog_client_key($1) AND description = $2
+           AND "timestamp" > greatest(now() - make_interval(mins => $3), coalesce(
+             (SELECT max("timestamp") FROM system_logs
+              WHERE stype = 'security' AND sitelog_client_key(ip) = sitelog_client_key($1) AND starts_with(description, $4)),
+             '-infinity'))`,
 };
 
-/** How many `security` entries with this description came from this address in the last minutes. */
-export async function recentSecurityEntries(run: Run, query: { ip: string | null; description: string; minutes: number }): Promise<number> {
-  const [row] = await run<{ n: number }>(RECENT_SECURITY, [query.ip, query.description, query.minutes]);
+/** A client's failures in the last minutes, since it was last unlocked. */
+export async function clientFailures(run: Run, ip: string | null, entries: ThrottleEntries): Promise<number> {
+  const [row] = await run<{ n: number }>(CLIENT_FAILURES, [ip, entries.failure, entries.minutes, entries.unlockPrefix]);
   return row?.n ?? 0;
+}
+
+/** A client's failures; `until`, for a locked one, is when its lock lifts by itself. */
+export type ClientFailures = { client: string; failures: number; last: Date; until?: Date };
+
+const FAILURES_BY_CLIENT: Statement = {
+  name: 'sitelog-logs-failures-by-client',
+  text: `SELECT sitelog_client_key(ip) AS client, count(*)::int AS failures, max("timestamp") AS last
+         FROM system_logs WHERE stype = 'security' AND description = $1 AND "timestamp" > now() - make_interval(hours => $2)
+         GROUP BY 1 ORDER BY max("timestamp") DESC LIMIT 100`,
+};
+
+const LOCKED_CLIENTS: Statement = {
+  name: 'sitelog-logs-locked-clients',
+  text: `WITH unlocked AS (
+           SELECT sitelog_client_key(ip) AS client, max("timestamp") AS at FROM system_logs
+           WHERE stype = 'security' AND starts_with(description, $3) AND "timestamp" > now() - make_interval(mins => $2)
+           GROUP BY 1)
+         SELECT f.client, count(*)::int AS failures, max(f."timestamp") AS last, min(f."timestamp") + make_interval(mins => $2) AS until
+         FROM (SELECT sitelog_client_key(ip) AS client, "timestamp" FROM system_logs
+               WHERE stype = 'security' AND description = $1 AND "timestamp" > now() - make_interval(mins => $2)) f
+         LEFT JOIN unlocked u USING (client)
+         WHERE f."timestamp" > coalesce(u.at, '-infinity')
+         GROUP BY f.client HAVING count(*) >= $4 ORDER BY 3 DESC LIMIT 100`,
+};
+
+/** The security view: failures by client over the last hours, and the clients locked now. */
+export async function securityOverview(run: Run, entries: ThrottleEntries & { hours: number; allowed: number }): Promise<{ recent: ClientFailures[]; locked: ClientFailures[] }> {
+  const recent = await run<ClientFailures>(FAILURES_BY_CLIENT, [entries.failure, entries.hours]);
+  const locked = await run<ClientFailures>(LOCKED_CLIENTS, [entries.failure, entries.minutes, entries.unlockPrefix, entries.allowed]);
+  return { recent, locked };
 }

@@ -18,11 +18,19 @@ export const createLogBody = z.strictObject({
 });
 export type CreateLogBody = z.infer<typeof createLogBody>;
 
+/**
+ * A time PostgreSQL can hold: ISO 8601, in year 1 or later once in UTC (PostgreSQL has no year 0,
+ * and '0001-01-01T00:00:00+01:00' is still in year 0 in UTC), up to year 9999.
+ */
+const storableTime = (value: Date) => value.getUTCFullYear() >= 1 && value.getUTCFullYear() <= 9999;
+const STORABLE = 'must be between year 1 and year 9999 in UTC';
+const time = z.iso.datetime({ offset: true }).pipe(z.coerce.date()).refine(storableTime, STORABLE);
+
 export const listLogsQuery = z.strictObject({
   stype: z.enum(STYPES).optional(),
   q: text(200).optional(),
-  since: z.iso.datetime({ offset: true }).pipe(z.coerce.date()).optional(),
-  until: z.iso.datetime({ offset: true }).pipe(z.coerce.date()).optional(),
+  since: time.optional(),
+  until: time.optional(),
   before: z.string().max(200).optional(),
   limit: z.coerce.number().int().min(1).max(MAX_LIMIT).default(50),
 });
@@ -43,7 +51,8 @@ export function encodeCursor(timestamp: string, id: number): string {
 export function decodeCursor(value: string): { timestamp: Date; id: number } | undefined {
   try {
     const parsed = cursor.safeParse(JSON.parse(Buffer.from(value, 'base64url').toString('utf8')));
-    return parsed.success ? { timestamp: new Date(parsed.data[0]), id: parsed.data[1] } : undefined;
+    const timestamp = parsed.success ? new Date(parsed.data[0]) : undefined;
+    return parsed.success && timestamp && storableTime(timestamp) ? { timestamp, id: parsed.data[1] } : undefined;
   } catch {
     return undefined;
   }

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 import type pg from 'pg';
 import type { z } from 'zod';
-import { envFields, withLocalSecrets } from '../config.js';
+import { envFields, proxyTrustProblem, withLocalSecrets } from '../config.js';
 import { clientFor, CONNECTION_RESERVE, CONNECTIONS_BESIDE_POOL } from '../db/database.js';
 import { pendingMigrations } from '../db/migrate.js';
 import { DATABASE_WAIT_MS, KEEP_ALIVE_MS, SHUTDOWN_MS } from '../timeouts.js';
@@ -121,6 +121,15 @@ export function instancesOnline({ web }: Facts): Finding {
   return fail('instances-online', detail, 'npx pm2 logs web --lines 50 tells why the others stopped');
 }
 
+export function trustedProxy({ web }: Facts): Finding {
+  const bind = asConfig(envFields.BIND_ADDRESS, envOf(web[0], 'BIND_ADDRESS'));
+  const trust = asConfig(envFields.TRUST_PROXY, envOf(web[0], 'TRUST_PROXY'));
+  const problem = proxyTrustProblem(bind, trust);
+  if (problem) return fail('trusted-proxy', problem, "TRUST_PROXY=<the nginx host's address> in web's environment");
+  const who = trust.join(', ');
+  return ok('trusted-proxy', `web listens on ${bind} and believes X-Forwarded-For and X-Request-Id from ${who} only`);
+}
+
 export function database({ database: db }: Facts): Finding {
   switch (db.state) {
     case 'no-url':
@@ -222,6 +231,7 @@ export const checks: Check[] = [
   listenTimeout,
   killTimeout,
   instancesOnline,
+  trustedProxy,
   database,
   poolBudget,
   migrations,

@@ -52,8 +52,11 @@ export type SiteOptions = {
   upstreams: string[];
   /** nginx `listen` argument of the plain-HTTP server. */
   listen: string;
-  /** Certificate and key for the HTTPS server (sitelog-tls.conf), when the host has them. */
-  tls?: { cert: string; key: string };
+  /**
+   * Certificate and key for the HTTPS server (sitelog-tls.conf), when the host has them, and its
+   * `listen` argument (443 unless given). The plain-HTTP server then only redirects to it.
+   */
+  tls?: { cert: string; key: string; listen?: string };
 };
 
 /** Writes sitelog.conf (http level), sitelog-site.conf and, with tls, sitelog-tls.conf into dir. */
@@ -65,16 +68,32 @@ export function renderSite(opts: SiteOptions): { site: string; tls?: string } {
     return file;
   };
   render('sitelog-site.conf', {});
-  const site = render('sitelog.conf', { UPSTREAM_SERVERS: upstreamServers(opts.upstreams), LISTEN: opts.listen });
-  if (!opts.tls) return { site };
-  return { site, tls: render('sitelog-tls.conf', { TLS_CERT: opts.tls.cert, TLS_KEY: opts.tls.key }) };
+  const plainServer = opts.tls ? render('sitelog-redirect.conf', { HTTPS_PORT: portSuffix(opts.tls.listen ?? '443') }) : undefined;
+  const site = render('sitelog.conf', {
+    UPSTREAM_SERVERS: upstreamServers(opts.upstreams),
+    LISTEN: opts.listen,
+    PLAIN_SERVER: path.basename(plainServer ?? 'sitelog-site.conf'),
+  });
+  if (!opts.tls) {
+    // a site rendered with TLS before, now without: its HTTPS files go
+    for (const stale of ['sitelog-redirect.conf', 'sitelog-tls.conf']) fs.rmSync(path.join(opts.dir, stale), { force: true });
+    return { site };
+  }
+  return { site, tls: render('sitelog-tls.conf', { TLS_CERT: opts.tls.cert, TLS_KEY: opts.tls.key, TLS_LISTEN: opts.tls.listen ?? '443' }) };
+}
+
+/** `:port` for a redirect to HTTPS on a port other than 443 (`listen` is `port` or `address:port`). */
+function portSuffix(listen: string): string {
+  const port = listen.match(/(\d+)$/)?.[1] ?? '443';
+  return port === '443' ? '' : `:${port}`;
 }
 
 /** A main config for an nginx of its own in the foreground, every path under dir (no root needed). */
 export function renderStandalone(dir: string, site: Omit<SiteOptions, 'dir'>): string {
   fs.mkdirSync(path.join(dir, 'tmp'), { recursive: true });
-  renderSite({ dir, ...site });
+  const { tls } = renderSite({ dir, ...site });
   const file = path.join(dir, 'local.conf');
-  fs.writeFileSync(file, renderTemplate(fs.readFileSync(path.join(TEMPLATES, 'local.conf'), 'utf8'), { NGINX_DIR: dir }));
+  const vars = { NGINX_DIR: dir, TLS_INCLUDE: tls ? `    include ${tls};` : '' };
+  fs.writeFileSync(file, renderTemplate(fs.readFileSync(path.join(TEMPLATES, 'local.conf'), 'utf8'), vars));
   return file;
 }
