@@ -3,6 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import express, { type RequestHandler } from 'express';
 import helmet from 'helmet';
 import type { AppContext } from './context.js';
+import { requestDeadline } from './abort.js';
 import { errorHandler, ERRORS, HttpError, notFound } from './errors.js';
 import { healthRouter } from './health.js';
 import { homeRouter } from './home.js';
@@ -10,6 +11,7 @@ import { instancesRouter } from './instances/routes.js';
 import type { Logger } from './logger.js';
 import { logsRouter } from './logs/routes.js';
 import { consoleRouter } from './console/routes.js';
+import { REQUEST_DEADLINE_MS } from './timeouts.js';
 import { cookies, findSession, SESSION_COOKIE, type Session } from './console/session.js';
 
 declare global {
@@ -20,6 +22,8 @@ declare global {
       log: Logger;
       /** The console session, when the request carries a valid session cookie. */
       session?: Session;
+      /** Aborts at the request's deadline, or when its client goes away (src/abort.ts). */
+      signal: AbortSignal;
     }
   }
 }
@@ -136,6 +140,7 @@ export function createApp(ctx: AppContext): express.Express {
   app.set('etag', false);
   lazyRequestLogger(app, ctx.logger);
   app.use(requestContext(app.get('trust proxy fn') as TrustProxy));
+  app.use(requestDeadline(REQUEST_DEADLINE_MS));
   app.use(jsonBodies());
   // the API first: it carries the traffic, and each layer a request passes costs it
   app.use(['/api', '/console'], ctx.gate.guard, loadSession(ctx));

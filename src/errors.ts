@@ -39,6 +39,8 @@ export const ERRORS = registry({
   SITELOG_DB_UNAVAILABLE: { status: 503, message: 'database unavailable, retry shortly' },
   // nginx's own answer when no worker answers (502-504)
   SITELOG_UNAVAILABLE: { status: 503, message: 'service unavailable, retry shortly' },
+  // the app's answer at its request deadline (REQUEST_DEADLINE_MS), the request's database work cancelled
+  SITELOG_DEADLINE: { status: 503, message: 'the request took too long, retry shortly' },
 });
 
 export type ErrorCode = keyof typeof ERRORS;

@@ -25,9 +25,12 @@ export const DB_CONNECT_TIMEOUT_MS = 2_000;
 
 /** How long a request waits for a pooled connection before it answers 503 (the pool is saturated). */
 export const POOL_ACQUIRE_MS = 3_000;
-/**
- * PostgreSQL cancels a web process's statement after this (statement_timeout). A request runs at
- * most two statements (a write and its read back), so it waits for the database at most
- * POOL_ACQUIRE_MS + 2 × STATEMENT_TIMEOUT_MS; nginx's proxy_read_timeout sits above that.
- */
+/** PostgreSQL cancels a web process's statement after this (statement_timeout). */
 export const STATEMENT_TIMEOUT_MS = 5_000;
+/**
+ * Every request is answered within this: past it, 503 with Retry-After, and its database work is
+ * cancelled (src/abort.ts). nginx's proxy_read_timeout (15 s) sits above it, so when nginx times out
+ * no worker is working on the request any more, and sending it again multiplies nothing: that is
+ * a connection PM2's cluster master handed to a worker as it died, which nobody will ever read.
+ */
+export const REQUEST_DEADLINE_MS = 10_000;

@@ -257,3 +257,36 @@ describe('database work stops when the client goes away', () => {
     }
   });
 });
+
+describe('the request deadline', () => {
+  test('when a request runs past its deadline, then it is answered 503 SITELOG_DEADLINE and its statement is cancelled', async () => {
+    const express = (await import('express')).default;
+    const { requestDeadline } = await import('../src/abort.js');
+    const { withConnection } = await import('../src/db/lean.js');
+    const { createSequelize } = await import('../src/db/sequelize.js');
+    const { errorHandler } = await import('../src/errors.js');
+    const { createLogger } = await import('../src/logger.js');
+    const sequelize = createSequelize(loadConfig({ DATABASE_URL: postgres.url(DB), API_TOKEN, ADMIN_PASSWORD }));
+    const app = express();
+    app.use(requestDeadline(300));
+    app.get('/slow', async (req, res) => {
+      await withConnection(sequelize, (run) => run({ name: '', text: 'SELECT pg_sleep(5) AS deadline_test' }, []), req.signal);
+      res.json({ done: true });
+    });
+    app.use(errorHandler(createLogger({ host: 'test', instance: 0, level: 'silent' }), () => undefined));
+    const server = app.listen(0, '127.0.0.1');
+    await new Promise((resolve) => server.once('listening', resolve));
+    try {
+      const started = Date.now();
+      const response = await fetch(`http://127.0.0.1:${(server.address() as { port: number }).port}/slow`);
+      assert.equal(response.status, 503);
+      assert.equal(((await response.json()) as { error: { code: string } }).error.code, 'SITELOG_DEADLINE');
+      assert.ok(Date.now() - started < 2_000);
+      const sleeping = async () => (await postgres.query<{ n: number }>(DB, `SELECT count(*)::int AS n FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%deadline_test%' AND pid <> pg_backend_pid()`))[0]!.n;
+      await waitFor('its statement cancelled', async () => (await sleeping()) === 0, { timeoutMs: 1_500 });
+    } finally {
+      server.close();
+      await sequelize.close();
+    }
+  });
+});

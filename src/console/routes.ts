@@ -2,7 +2,6 @@ import path from 'node:path';
 import express, { Router, type NextFunction, type Request, type Response } from 'express';
 import type { Sequelize } from 'sequelize';
 import { z } from 'zod';
-import { whileClientWaits } from '../abort.js';
 import type { AppContext } from '../context.js';
 import { badRequest, databaseTrouble, ERRORS, forbidden, HttpError, notFound, tooManyRequests } from '../errors.js';
 import { withConnection } from '../db/lean.js';
@@ -167,7 +166,7 @@ export function consoleRouter(ctx: AppContext): Router {
   });
 
   router.get('/console/logs', async (req, res) => {
-    const view = await logsView(ctx.sequelize, logsForm.parse(req.query), whileClientWaits(res));
+    const view = await logsView(ctx.sequelize, logsForm.parse(req.query), req.signal);
     res.status(view.error ? 400 : 200).type('html').send(logsPage(req.session!.csrf, view));
   });
 

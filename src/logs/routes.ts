@@ -1,5 +1,4 @@
 import { Router } from 'express';
-import { whileClientWaits } from '../abort.js';
 import type { AppContext } from '../context.js';
 import { badRequest, ERRORS, notFound, unprocessableContent } from '../errors.js';
 import { createLog, getLog, listLogs, pageJson } from './queries.js';
@@ -9,12 +8,12 @@ export function logsRouter(ctx: AppContext): Router {
   const router = Router();
 
   router.get('/', ctx.auth.reader, async (req, res) => {
-    res.type('json').send(pageJson(await listLogs(ctx.sequelize, listLogsQuery.parse(req.query), whileClientWaits(res))));
+    res.type('json').send(pageJson(await listLogs(ctx.sequelize, listLogsQuery.parse(req.query), req.signal)));
   });
 
   router.get('/:id', ctx.auth.reader, async (req, res) => {
     const id = logId.safeParse(req.params['id']);
-    const entry = id.success ? await getLog(ctx.sequelize, id.data, whileClientWaits(res)) : undefined;
+    const entry = id.success ? await getLog(ctx.sequelize, id.data, req.signal) : undefined;
     if (!entry) throw notFound(`no log entry ${JSON.stringify(String(req.params['id']).slice(0, 40))}`);
     res.type('json').send(entry);
   });

@@ -105,7 +105,8 @@ class Chaos {
     const failed = samples.filter((s) => !ok(s) && !(inOutage(s) && s.status === 503)).length;
     const outageSamples = samples.filter(inOutage);
     const failures = new Map<string, number>();
-    for (const f of samples.filter((s) => !ok(s) && !(inOutage(s) && s.status === 503))) {
+    const failedSamples = samples.filter((s) => !ok(s) && !(inOutage(s) && s.status === 503));
+    for (const f of failedSamples) {
       const key = `${f.kind} ${f.status} ${f.code ?? ''}`;
       failures.set(key, (failures.get(key) ?? 0) + 1);
     }
@@ -133,6 +134,8 @@ class Chaos {
         ...mismatches.slice(0, 3),
         ...(outcome.extraProblems ?? []),
         ...(failures.size ? [`failures by kind and status: ${JSON.stringify(Object.fromEntries(failures))}`] : []),
+        // how long each failure took tells a refused or dropped connection from one nobody answered
+        ...failedSamples.slice(0, 5).map((f) => `failed: ${f.kind} ${f.status} ${f.code ?? ''} after ${Math.round(f.ms)} ms`),
       ],
       notes: outageSamples
         .filter((s) => s.ms > 1_000)
