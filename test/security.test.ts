@@ -228,6 +228,16 @@ describe('caching and header choice', () => {
     }
   });
 
+  test("when a person types the console's address with a slash, then it redirects; no other spelling reaches a page", async () => {
+    const client = browserAt(one.base, '198.51.100.47');
+    await client.login();
+    const slash = await client.request('/console/');
+    assert.equal(slash.status, 301);
+    assert.equal(slash.headers.get('location'), '/console');
+    assert.equal((await client.request('/CONSOLE/logs')).status, 404);
+    assert.equal((await client.request('/console/logs/')).status, 404);
+  });
+
   test('when the API is reached under another case, then it carries the API headers', async () => {
     const response = await fetch(`${one.base}/API/Logs?limit=1`, { headers: authHeaders() });
     assert.equal(response.status, 200);

@@ -33,7 +33,7 @@ const logsForm = z.object({ stype: field, q: field, since: field, until: field, 
 type LogsForm = z.infer<typeof logsForm>;
 const csrfForm = z.object({ _csrf: field, password: field });
 /** The security view's unlock form: a client as the view lists it, an address or an IPv6 /64. */
-const unlockForm = z.object({ _csrf: field, address: z.union([z.ipv4(), z.ipv6(), z.cidrv6()], { error: 'must be an IP address or an IPv6 /64' }) });
+const unlockForm = z.object({ address: z.union([z.ipv4(), z.ipv6(), z.cidrv6()]) });
 
 /** A refused login attempt whose failure could not be recorded: refused, never checked uncounted. */
 const loginUnrecorded = () => new HttpError(ERRORS.SITELOG_DB_UNAVAILABLE, 'the login attempt could not be recorded; try again', { 'Retry-After': '1' });
@@ -86,6 +86,9 @@ export function consoleRouter(ctx: AppContext): Router {
     if (file !== 'console.css' && file !== 'console.js') return next(notFound());
     res.sendFile(path.join(ASSETS, file), { maxAge: '1h' });
   });
+
+  // the one lenient spelling: a person typing the console's address with a slash
+  router.get('/console/', (_req, res) => res.redirect(301, '/console'));
 
   // Every console page holds a CSRF token or private data: no cache keeps it, nor the back button.
   router.use('/console', (_req, res, next) => {
@@ -148,8 +151,8 @@ export function consoleRouter(ctx: AppContext): Router {
   });
 
   router.post('/console/security/unlock', form, async (req, res) => {
+    checkCsrf(req, csrfForm.parse(req.body ?? {})._csrf);
     const parsed = unlockForm.safeParse(req.body ?? {});
-    checkCsrf(req, parsed.data?._csrf ?? csrfForm.parse(req.body ?? {})._csrf);
     if (!parsed.success) throw badRequest(ERRORS.SITELOG_VALIDATION, 'address: must be an IP address or an IPv6 /64');
     await unlockClient(ctx.sequelize, parsed.data.address, origin(req));
     res.redirect(303, '/console/security');
