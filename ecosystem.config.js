@@ -24,11 +24,12 @@ const web = {
   // delay: PM2 would show such an app as "waiting restart" forever.)
   stop_exit_codes: [78],
   max_memory_restart: '300M',
-  // A web instance may use 128 MB of RSS. Its live heap is about 30 MB, and most of what a request
-  // allocates dies young, so the young generation gets the room: 16 MB semi-spaces scavenge far less
-  // often than 8 MB (+7-19% req/s in one process), and the old generation is capped at 64 MB so that
-  // the whole stays near 120 MB. (docs/measurements.md: the runs; npm run bench: RSS after 200k requests.)
-  node_args: ['--max-semi-space-size=16', '--max-old-space-size=64'],
+  // A web instance may use 128 MB of RSS; its live heap is about 30 MB. Young generation: 8 MB
+  // semi-spaces (104-112 MB of RSS under the bench; 16 MB reached 130 MB, for no gain the bench could
+  // tell apart from noise). Old generation: 128 MB, because it is also what a burst of the largest
+  // pages needs (200 entries of 10,000 characters each, several at once): at 64 or 96 MB eight such
+  // reads at once ran a worker out of heap. (docs/measurements.md: the runs.)
+  node_args: ['--max-semi-space-size=8', '--max-old-space-size=128'],
   env_production: { NODE_ENV: 'production' },
 };
 

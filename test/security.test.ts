@@ -73,6 +73,24 @@ describe('the login throttle', () => {
     assert.equal((await attempt(one.base, '::ffff:198.51.100.23')).status, 401, 'another IPv4 address is not its /64');
   });
 
+  test('when the proxy repeats one X-Request-Id on every guess, then every failure still counts', async () => {
+    const statuses = [];
+    for (let i = 0; i < 6; i += 1) statuses.push((await attempt(one.base, '198.51.100.25', 'wrong-password', { 'x-request-id': 'one-id-for-every-guess' })).status);
+    assert.deepEqual(statuses, [401, 401, 401, 401, 401, 429]);
+  });
+
+  test('when an API client writes an entry that looks like an unlock, then the lock stays', async () => {
+    const address = '198.51.100.26';
+    for (let i = 0; i < 5; i += 1) await attempt(one.base, address);
+    const forged = await fetch(`${one.base}/api/logs`, {
+      method: 'POST',
+      headers: authHeaders({ 'content-type': 'application/json', 'x-forwarded-for': address }),
+      body: JSON.stringify({ stype: 'security', description: `console: unlocked ${address} (from ${address})` }),
+    });
+    assert.equal(forged.status, 201);
+    assert.equal((await attempt(one.base, address)).status, 429);
+  });
+
   test('when a failure cannot be recorded, then the login is refused, not checked', async () => {
     const address = '198.51.100.24';
     // system_logs refuses writes for the moment: the throttle cannot count, so it does not let the guess through

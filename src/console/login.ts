@@ -1,9 +1,10 @@
+import crypto from 'node:crypto';
 import type { Sequelize } from 'sequelize';
 import { secretEquals } from '../auth.js';
 import { transaction, withConnection } from '../db/lean.js';
 import { LOGIN_PREFIX } from '../db/locks.js';
 import { clientFailures, insertEntry, securityOverview, type ThrottleEntries } from '../logs/queries.js';
-import { lockClient } from './queries.js';
+import * as queries from './queries.js';
 
 // The console's login throttle. A client (an address, or an IPv6 /64) has LOGIN_FAILURES_ALLOWED
 // wrong passwords per LOGIN_WINDOW_MINUTES, counted in system_logs across every instance and host,
@@ -11,10 +12,9 @@ import { lockClient } from './queries.js';
 // per client too (nginx/sitelog.conf); this is the limit that holds when the app is reached directly.
 
 export const FAILED_LOGIN = 'failed console login';
-const UNLOCKED = 'console: unlocked ';
 export const LOGIN_FAILURES_ALLOWED = 5;
 export const LOGIN_WINDOW_MINUTES = 15;
-const THROTTLE: ThrottleEntries = { failure: FAILED_LOGIN, unlockPrefix: UNLOCKED, minutes: LOGIN_WINDOW_MINUTES };
+const THROTTLE: ThrottleEntries = { failure: FAILED_LOGIN, minutes: LOGIN_WINDOW_MINUTES };
 
 /** Where an attempt came from, and the instance that writes its entry. */
 export type Origin = { ip: string | null; userAgent: string | null; requestId: string; host: string; instance: number };
@@ -30,22 +30,27 @@ export type LoginOutcome = 'accepted' | 'wrong' | 'locked';
 export async function attemptLogin(sequelize: Sequelize, password: string, adminPassword: string, origin: Origin): Promise<LoginOutcome> {
   return withConnection(sequelize, (run) =>
     transaction(run, async (): Promise<LoginOutcome> => {
-      await lockClient(run, LOGIN_PREFIX, origin.ip);
+      await queries.lockClient(run, LOGIN_PREFIX, origin.ip);
       if ((await clientFailures(run, origin.ip, THROTTLE)) >= LOGIN_FAILURES_ALLOWED) return 'locked';
       if (secretEquals(adminPassword, password)) return 'accepted';
-      await insertEntry(run, { stype: 'security', description: FAILED_LOGIN, ...origin });
+      // an id of its own: a repeated request id (a trusted peer's) must not make failures collide
+      await insertEntry(run, { stype: 'security', description: FAILED_LOGIN, ...origin, requestId: crypto.randomUUID() });
       return 'wrong';
     }),
   );
 }
 
 /**
- * Lifts a client's lock now: a `security` entry whose ip is the client, which the throttle counts
- * from. Its description names the address it was unlocked from.
+ * Lifts a client's lock now (login_unlocks, which only the console writes), and records it as a
+ * `security` entry naming the client and where the unlock came from.
  */
-export async function unlockClient(sequelize: Sequelize, client: string, origin: Origin): Promise<void> {
-  const entry = { ...origin, stype: 'security' as const, description: `${UNLOCKED}${client} (from ${origin.ip ?? 'unknown'})`, ip: client };
-  await withConnection(sequelize, (run) => insertEntry(run, entry));
+export async function unlockClient(sequelize: Sequelize, address: string, origin: Origin): Promise<void> {
+  await withConnection(sequelize, (run) =>
+    transaction(run, async () => {
+      const client = await queries.unlockClient(run, address);
+      await insertEntry(run, { ...origin, stype: 'security', description: `console: unlocked ${client} (from ${origin.ip ?? 'unknown'})` });
+    }),
+  );
 }
 
 /** The security view's data: failed logins by client over the last day, and the clients locked now. */

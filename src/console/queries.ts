@@ -1,6 +1,6 @@
 import type { Run, Statement } from '../db/lean.js';
 
-// Every statement on console_sessions, run by db/lean.ts's runner. The login throttle's and the
+// Every statement on console_sessions and login_unlocks, run by db/lean.ts's runner. The login throttle's and the
 // security view's statements are on system_logs, so they live in src/logs/queries.ts.
 
 /** A session as the console needs it: the CSRF token of its forms. */
@@ -57,4 +57,16 @@ const LOCK_CLIENT: Statement = {
  */
 export async function lockClient(run: Run, prefix: string, ip: string | null): Promise<void> {
   await run(LOCK_CLIENT, [prefix, ip]);
+}
+
+const UNLOCK: Statement = {
+  name: 'sitelog-login-unlock',
+  text: `INSERT INTO login_unlocks (client) VALUES (sitelog_client_key($1))
+         ON CONFLICT (client) DO UPDATE SET unlocked_at = now() RETURNING client`,
+};
+
+/** Lifts a client's login lock: its failures before now no longer count. The client's key. */
+export async function unlockClient(run: Run, address: string): Promise<string> {
+  const [row] = await run<{ client: string }>(UNLOCK, [address]);
+  return row!.client;
 }

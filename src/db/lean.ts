@@ -1,4 +1,6 @@
-import pg from 'pg';
+import net from 'node:net';
+import path from 'node:path';
+import type pg from 'pg';
 import type { Sequelize } from 'sequelize';
 
 /**
@@ -21,56 +23,67 @@ export function runOn(client: pg.Client): Run {
     (await client.query<R>(statement.name ? { name: statement.name, text: statement.text, values } : { text: statement.text, values })).rows;
 }
 
+/** A request's work stopped before its next statement, because its client went away or its deadline passed. */
+class WorkAbandoned extends Error {}
+
 /**
- * `work` on a connection of Sequelize's pool. With a `signal` (the request's client went away),
- * the statement running then is cancelled, and no further one starts: a slow read stops costing the
- * database anything once nobody waits for it.
+ * `work` on a connection of Sequelize's pool. With a `signal` (the request's client went away, or
+ * its deadline passed), the statement running then is cancelled, and no further one starts: a slow
+ * read stops costing the database anything once nobody waits for it.
  */
 export async function withConnection<T>(sequelize: Sequelize, work: (run: Run) => Promise<T>, signal?: AbortSignal): Promise<T> {
   const client = (await sequelize.connectionManager.getConnection({ type: 'write' })) as PooledClient;
   const run = runOn(client);
   let cancelling: Promise<void> | undefined;
   const onAbort = (): void => {
-    cancelling = cancelRunning(client);
+    cancelling = cancelRunning(client).then((landed) => {
+      // a cancel that may still arrive must not find the connection serving someone else
+      if (!landed) client._invalid = true;
+    });
   };
   signal?.addEventListener('abort', onAbort, { once: true });
-  const guarded: Run = (statement, values) => (signal?.aborted ? Promise.reject(new Error('the client went away')) : run(statement, values));
+  const guarded: Run = (statement, values) => (signal?.aborted ? Promise.reject(new WorkAbandoned('the request was abandoned')) : run(statement, values));
   try {
     return await work(signal ? guarded : run);
   } catch (err) {
-    // An error PostgreSQL answered (it has a severity) leaves the connection usable; anything else
-    // (a dropped socket, a timeout) marks it for Sequelize's pool to destroy instead of reuse.
-    if (!(err as { severity?: string }).severity) client._invalid = true;
+    // An error PostgreSQL answered (it has a severity), or work stopped between statements, leaves
+    // the connection usable; anything else (a dropped socket, a timeout) marks it for Sequelize's
+    // pool to destroy instead of reuse.
+    if (!(err as { severity?: string }).severity && !(err instanceof WorkAbandoned)) client._invalid = true;
     throw err;
   } finally {
     signal?.removeEventListener('abort', onAbort);
-    // a cancel still on its way must land before the connection serves another request
+    // the cancel lands (or the connection is condemned) before the connection serves another request
     await cancelling;
     sequelize.connectionManager.releaseConnection(client);
   }
 }
 
-type Cancellable = pg.Client & { activeQuery?: unknown; connectionParameters: pg.ClientConfig };
-type Canceller = pg.Client & { connection: NodeJS.EventEmitter; cancel(client: pg.Client, query: unknown): void };
+type Cancellable = { processID: number; secretKey: number; connectionParameters: { host: string; port: number } };
 
 /**
- * Cancels the statement `client` runs now, with the protocol's CancelRequest on a connection of its
- * own (what psql's Ctrl-C sends). Settles when PostgreSQL closed that connection, or after a second.
+ * Cancels whatever `client` runs now with the protocol's CancelRequest, on a connection of its own
+ * (what psql's Ctrl-C sends); PostgreSQL ignores it when nothing runs. Whether it landed: PostgreSQL
+ * closed that connection within a second.
  */
-function cancelRunning(client: PooledClient): Promise<void> {
-  const active = (client as Cancellable).activeQuery;
-  if (!active) return Promise.resolve();
-  const canceller = new pg.Client((client as Cancellable).connectionParameters) as Canceller;
-  return new Promise<void>((resolve) => {
-    const done = setTimeout(resolve, 1_000);
-    done.unref();
-    const finish = () => {
-      clearTimeout(done);
-      resolve();
+function cancelRunning(client: PooledClient): Promise<boolean> {
+  const { processID, secretKey, connectionParameters: at } = client as unknown as Cancellable;
+  const request = Buffer.alloc(16);
+  request.writeInt32BE(16, 0);
+  request.writeInt32BE(80877102, 4); // the CancelRequest code
+  request.writeInt32BE(processID, 8);
+  request.writeInt32BE(secretKey, 12);
+  return new Promise((resolve) => {
+    const socket = at.host.startsWith('/') ? net.connect(path.join(at.host, `.s.PGSQL.${at.port}`)) : net.connect(at.port, at.host);
+    const done = (landed: boolean) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(landed);
     };
-    canceller.connection.on('error', finish);
-    canceller.connection.on('end', finish);
-    canceller.cancel(client, active);
+    const timer = setTimeout(() => done(false), 1_000);
+    socket.once('connect', () => socket.end(request));
+    socket.once('close', () => done(true));
+    socket.once('error', () => done(false));
   });
 }
 

@@ -148,22 +148,20 @@ export async function histogram(run: Run, range: { from: number; to: number; sty
 // The login throttle and the console's security view. A client is its address, or its IPv6 /64:
 // sitelog_client_key() (migration 0003), which nginx's own limit mirrors.
 
-/** What the throttle counts and what lifts it: failures, and unlock entries whose ip is the client. */
-export type ThrottleEntries = { failure: string; unlockPrefix: string; minutes: number };
+/** What the throttle counts: the entries of failed attempts in the last minutes, since the client's last unlock (login_unlocks). */
+export type ThrottleEntries = { failure: string; minutes: number };
 
 const CLIENT_FAILURES: Statement = {
   name: 'sitelog-logs-client-failures',
   text: `SELECT count(*)::int AS n FROM system_logs
          WHERE stype = 'security' AND sitelog_client_key(ip) = sitelog_client_key($1) AND description = $2
            AND "timestamp" > greatest(now() - make_interval(mins => $3), coalesce(
-             (SELECT max("timestamp") FROM system_logs
-              WHERE stype = 'security' AND sitelog_client_key(ip) = sitelog_client_key($1) AND starts_with(description, $4)),
-             '-infinity'))`,
+             (SELECT unlocked_at FROM login_unlocks WHERE client = sitelog_client_key($1)), '-infinity'))`,
 };
 
 /** A client's failures in the last minutes, since it was last unlocked. */
 export async function clientFailures(run: Run, ip: string | null, entries: ThrottleEntries): Promise<number> {
-  const [row] = await run<{ n: number }>(CLIENT_FAILURES, [ip, entries.failure, entries.minutes, entries.unlockPrefix]);
+  const [row] = await run<{ n: number }>(CLIENT_FAILURES, [ip, entries.failure, entries.minutes]);
   return row?.n ?? 0;
 }
 
@@ -179,21 +177,17 @@ const FAILURES_BY_CLIENT: Statement = {
 
 const LOCKED_CLIENTS: Statement = {
   name: 'sitelog-logs-locked-clients',
-  text: `WITH unlocked AS (
-           SELECT sitelog_client_key(ip) AS client, max("timestamp") AS at FROM system_logs
-           WHERE stype = 'security' AND starts_with(description, $3) AND "timestamp" > now() - make_interval(mins => $2)
-           GROUP BY 1)
-         SELECT f.client, count(*)::int AS failures, max(f."timestamp") AS last, min(f."timestamp") + make_interval(mins => $2) AS until
+  text: `SELECT f.client, count(*)::int AS failures, max(f."timestamp") AS last, min(f."timestamp") + make_interval(mins => $2) AS until
          FROM (SELECT sitelog_client_key(ip) AS client, "timestamp" FROM system_logs
                WHERE stype = 'security' AND description = $1 AND "timestamp" > now() - make_interval(mins => $2)) f
-         LEFT JOIN unlocked u USING (client)
-         WHERE f."timestamp" > coalesce(u.at, '-infinity')
-         GROUP BY f.client HAVING count(*) >= $4 ORDER BY 3 DESC LIMIT 100`,
+         LEFT JOIN login_unlocks u USING (client)
+         WHERE f."timestamp" > coalesce(u.unlocked_at, '-infinity')
+         GROUP BY f.client HAVING count(*) >= $3 ORDER BY 3 DESC LIMIT 100`,
 };
 
 /** The security view: failures by client over the last hours, and the clients locked now. */
 export async function securityOverview(run: Run, entries: ThrottleEntries & { hours: number; allowed: number }): Promise<{ recent: ClientFailures[]; locked: ClientFailures[] }> {
   const recent = await run<ClientFailures>(FAILURES_BY_CLIENT, [entries.failure, entries.hours]);
-  const locked = await run<ClientFailures>(LOCKED_CLIENTS, [entries.failure, entries.minutes, entries.unlockPrefix, entries.allowed]);
+  const locked = await run<ClientFailures>(LOCKED_CLIENTS, [entries.failure, entries.minutes, entries.allowed]);
   return { recent, locked };
 }

@@ -21,7 +21,12 @@ export async function up({ context }: { context: QueryInterface }): Promise<void
         RETURN ip;
       END
       $$;
-    -- the throttle counts a client's recent failures, and finds the last unlock of its key
+    -- the throttle counts a client's recent failures since its last unlock (the console's Unlock
+    -- button; also a security entry, but only the console writes here: an API client writes entries)
+    CREATE TABLE login_unlocks (
+      client      TEXT PRIMARY KEY,
+      unlocked_at TIMESTAMPTZ(3) NOT NULL DEFAULT now()
+    );
     DROP INDEX system_logs_security_ip;
     CREATE INDEX system_logs_security_client ON system_logs (sitelog_client_key(ip), "timestamp") WHERE stype = 'security';
 
@@ -39,6 +44,7 @@ export async function down({ context }: { context: QueryInterface }): Promise<vo
     ALTER TABLE console_sessions DROP COLUMN IF EXISTS password_tag, DROP COLUMN IF EXISTS last_seen;
     DROP INDEX IF EXISTS system_logs_security_client;
     CREATE INDEX IF NOT EXISTS system_logs_security_ip ON system_logs (ip, "timestamp") WHERE stype = 'security';
+    DROP TABLE IF EXISTS login_unlocks;
     DROP FUNCTION IF EXISTS sitelog_client_key(text);
   `);
 }
