@@ -146,6 +146,12 @@ export function sendHttpError(res: Response, http: HttpError): void {
 /** The one error middleware: JSON for every failure, each logged once, no stack to the client. */
 export function errorHandler(logger: Logger, onUnavailable: (reason: string) => void): ErrorRequestHandler {
   return (err, req, res, _next) => {
+    if (res.headersSent && (err as { code?: string }).code === 'ERR_HTTP_HEADERS_SENT') {
+      // a handler finishing after its request was answered already (its deadline, the database
+      // gate): nothing failed that the client did not already hear about
+      (req.log ?? logger).debug({ url: req.originalUrl }, 'answered already');
+      return;
+    }
     const http = toHttpError(err);
     if (http.code === ERRORS.SITELOG_DB_UNAVAILABLE.code && databaseTrouble(err) === 'gone') onUnavailable((err as Error).message);
     const log = req.log ?? logger;

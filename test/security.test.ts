@@ -301,7 +301,19 @@ describe('the request deadline', () => {
       await withConnection(sequelize, (run) => run({ name: '', text: 'SELECT pg_sleep(5) AS deadline_test' }, []), req.signal);
       res.json({ done: true });
     });
-    app.use(errorHandler(createLogger({ host: 'test', instance: 0, level: 'silent' }), () => undefined));
+    const logged: string[] = [];
+    const logger = createLogger({ host: 'test', instance: 0, level: 'silent' });
+    logger.error = ((obj: unknown, msg?: string) => void logged.push(`${msg ?? ''} ${JSON.stringify(obj)}`));
+    let lateHandled = false;
+    app.get('/slow-then-answers', async (_req, res) => {
+      try {
+        await new Promise((resolve) => setTimeout(resolve, 600)); // work that outlasts the 300 ms deadline
+        res.json({ late: true });
+      } finally {
+        lateHandled = true;
+      }
+    });
+    app.use(errorHandler(logger, () => undefined));
     const server = app.listen(0, '127.0.0.1');
     await new Promise((resolve) => server.once('listening', resolve));
     try {
@@ -312,6 +324,12 @@ describe('the request deadline', () => {
       assert.ok(Date.now() - started < 2_000);
       const sleeping = async () => (await postgres.query<{ n: number }>(DB, `SELECT count(*)::int AS n FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%deadline_test%' AND pid <> pg_backend_pid()`))[0]!.n;
       await waitFor('its statement cancelled', async () => (await sleeping()) === 0, { timeoutMs: 1_500 });
+      // a handler that answers after the deadline did: the client had its 503, nothing is logged as an error
+      const late = await fetch(`http://127.0.0.1:${(server.address() as { port: number }).port}/slow-then-answers`);
+      assert.equal(late.status, 503);
+      await waitFor('the late handler done', () => lateHandled);
+      await new Promise((resolve) => setImmediate(resolve)); // its rejection reaches the error handler
+      assert.deepEqual(logged, []);
     } finally {
       server.close();
       await sequelize.close();
