@@ -9,7 +9,7 @@ import { clientFor, CONNECTION_RESERVE, CONNECTIONS_BESIDE_POOL } from '../db/da
 import { pendingMigrations } from '../db/migrate.js';
 import { DATABASE_WAIT_MS, KEEP_ALIVE_MS, SHUTDOWN_MS } from '../timeouts.js';
 import { findNginx } from './nginx.js';
-import { listAll, type Pm2Process } from './pm2.js';
+import { daemonRuns, listAll, pm2Home, type Pm2Process } from './pm2.js';
 import { isWebApp } from './stack.js';
 
 // `npm run doctor`: checks a running deployment (the PM2 of PM2_HOME, the database and nginx it
@@ -245,19 +245,10 @@ export const judge = (facts: Facts): Finding[] => checks.flatMap((check) => chec
 
 // ---- facts ----
 
-/** A PM2 daemon answers on PM2_HOME; `pm2 jlist` without one would start one, which a check must not. */
-function daemonRunning(pm2Home: string): boolean {
-  try {
-    process.kill(Number(fs.readFileSync(path.join(pm2Home, 'pm2.pid'), 'utf8')), 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
+/** Without a daemon there is nothing to list, and a check must not start one. */
 async function collectPm2(env: NodeJS.ProcessEnv): Promise<Pm2Facts> {
-  const home = env['PM2_HOME'] ?? path.join(env['HOME'] ?? '/root', '.pm2');
-  if (!daemonRunning(home)) return { home, daemon: false, processes: [] };
+  const home = pm2Home(env);
+  if (!daemonRuns(home)) return { home, daemon: false, processes: [] };
   const processes = (await listAll(env)).filter((p) => p.pm2_env.namespace === 'sitelog') as Pm2App[];
   return { home, daemon: true, processes };
 }

@@ -36,12 +36,26 @@ export type Pm2Process = {
 export const pm2Home = (env: NodeJS.ProcessEnv): string => env['PM2_HOME'] ?? path.join(env['HOME'] ?? os.homedir(), '.pm2');
 
 /**
- * Every process of the PM2 daemon of env's PM2_HOME, sitelog's or not. Where no daemon runs (no RPC
- * socket), nothing, and no daemon is started just to say so.
+ * Whether a PM2 daemon runs for `home`: its pid file names a live process. (A leftover socket says
+ * nothing: a daemon killed with -9 leaves its sockets behind.)
+ */
+export function daemonRuns(home: string): boolean {
+  try {
+    process.kill(Number(fs.readFileSync(path.join(home, 'pm2.pid'), 'utf8')), 0);
+    return true;
+  } catch (err) {
+    // EPERM: it runs, as another user
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Every process of the PM2 daemon of env's PM2_HOME, sitelog's or not. Where no daemon runs,
+ * nothing, and no daemon is started just to say so.
  */
 export async function listAll(env: NodeJS.ProcessEnv = process.env): Promise<Pm2Process[]> {
   const home = pm2Home(env);
-  if (!fs.existsSync(path.join(home, 'rpc.sock'))) return [];
+  if (!daemonRuns(home)) return [];
   return withPm2((api) => api.listEverything(), home);
 }
 
