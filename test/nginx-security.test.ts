@@ -64,7 +64,10 @@ class Nginx {
     fs.chmodSync(dir, 0o755);
     const conf = renderStandalone(dir, site);
     extra?.(dir);
-    await exec(NGINX, ['-t', '-q', '-e', 'stderr', '-c', conf]);
+    await exec(NGINX, ['-t', '-q', '-e', 'stderr', '-c', conf]).catch((err: unknown) => {
+      fs.rmSync(dir, { recursive: true, force: true });
+      throw err;
+    });
     // stderr ignored: every request nginx's limit refuses is an [error] line there
     const child = spawn(NGINX, ['-e', 'stderr', '-c', conf], { stdio: 'ignore' });
     const nginx = new Nginx(dir, conf, child);
@@ -180,8 +183,9 @@ describe('HTTPS', () => {
   let nginx: Nginx;
   let plain: string;
   let secure: string;
+  let dir: string;
   before(async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sitelog-cert-'));
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sitelog-cert-'));
     const [cert, key] = [path.join(dir, 'cert.pem'), path.join(dir, 'key.pem')];
     await exec('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost']);
     fs.chmodSync(dir, 0o755);
@@ -190,7 +194,10 @@ describe('HTTPS', () => {
     [plain, secure] = [`http://127.0.0.1:${httpPort}`, `https://127.0.0.1:${httpsPort}`];
     await waitFor('nginx over HTTPS', async () => (await request(secure, { path: '/healthz' }).catch(() => undefined))?.status === 200);
   });
-  after(() => nginx?.stop());
+  after(async () => {
+    await nginx?.stop();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
 
   test('when TLS is on, then port 80 redirects everything to HTTPS: no password or token travels in clear', async () => {
     for (const p of ['/', '/console/login', '/api/logs?limit=1']) {

@@ -2,12 +2,20 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import { loadOrCreateSecrets, SECRET_NAMES } from '../src/secrets.js';
 
 // The local stack's secrets file: made once, whole, and repaired when it is there but unusable.
 
-const tmpFile = () => path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'sitelog-secrets-')), 'secrets.env');
+/** Each test's file in a folder of its own, all of them removed at the end. */
+const folders: string[] = [];
+const tmpFile = () => {
+  folders.push(fs.mkdtempSync(path.join(os.tmpdir(), 'sitelog-secrets-')));
+  return path.join(folders.at(-1)!, 'secrets.env');
+};
+after(() => {
+  for (const dir of folders) fs.rmSync(dir, { recursive: true, force: true });
+});
 
 test('when the file is missing, then it is created with every secret, mode 0600', () => {
   const file = tmpFile();
