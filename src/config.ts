@@ -47,6 +47,26 @@ export const envFields = {
   NODE_APP_INSTANCE: z.coerce.number().int().min(0).default(0).describe('set by PM2: this instance id'),
   restart_time: z.coerce.number().int().min(0).default(0).describe('set by PM2: restarts of this instance'),
   EMBEDDED_PG_PORT: port.default(5433).describe('port of the embedded PostgreSQL (local stack only)'),
+  LOG_RETENTION_DAYS: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(36_500)
+    .optional()
+    .describe('entries older than this many days are removed in batches (unset: kept forever; docs/operations.md says what is kept longer)'),
+  METRICS_ALLOW: z
+    .string()
+    .default('127.0.0.1')
+    .transform((s) => s.split(',').map((p) => p.trim()))
+    .pipe(
+      z.array(z.union([z.literal('loopback'), z.ipv4(), z.ipv6(), z.cidrv4(), z.cidrv6()], { error: 'must be addresses/CIDRs separated by commas' })),
+    )
+    .describe('the addresses that may scrape GET /metrics (nginx allows them, the app checks again)'),
+  SITELOG_TEST_ROUTES: z
+    .enum(['0', '1'], { error: 'must be 0 or 1' })
+    .default('0')
+    .transform((v) => v === '1')
+    .describe('tests only: 1 adds routes that harm the process (e.g. block its event loop); never set it in production'),
   SECRETS_FILE: z
     .string()
     .optional()
