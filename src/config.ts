@@ -53,7 +53,7 @@ export const envFields = {
     .min(1)
     .max(36_500)
     .optional()
-    .describe('entries older than this many days are removed in batches (unset: kept forever; docs/operations.md says what is kept longer)'),
+    .describe('entries older than this many days are removed in batches (unset: kept forever; docs/retention.md says what is kept longer)'),
   METRICS_ALLOW: z
     .string()
     .default('127.0.0.1')
