@@ -158,7 +158,8 @@ pid_file=${pid_file:-/run/nginx.pid}
 render_site() { # release folder, port
   local tls=()
   [ -r "$TLS_CERT" ] && [ -r "$TLS_KEY" ] && tls=(--tls-cert "$TLS_CERT" --tls-key "$TLS_KEY")
-  node "$1/dist/ops/render-nginx.js" --dir "$NGINX_DIR" --listen "$LISTEN" --upstream "127.0.0.1:$2" "${tls[@]}" >/dev/null
+  # with the production environment: the site's METRICS_ALLOW
+  with_env node "$1/dist/ops/render-nginx.js" --dir "$NGINX_DIR" --listen "$LISTEN" --upstream "127.0.0.1:$2" "${tls[@]}" >/dev/null
   ln -sfn "$NGINX_DIR/sitelog.conf" "$NGINX_SITES/sitelog"
   if [ ${#tls[@]} -gt 0 ]; then ln -sfn "$NGINX_DIR/sitelog-tls.conf" "$NGINX_SITES/sitelog-tls"; else rm -f "$NGINX_SITES/sitelog-tls"; fi
 }

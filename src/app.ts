@@ -11,6 +11,7 @@ import { instancesRouter } from './instances/routes.js';
 import type { Logger } from './logger.js';
 import { logsRouter } from './logs/routes.js';
 import { consoleRouter } from './console/routes.js';
+import { metricsRouter } from './metrics/routes.js';
 import { REQUEST_DEADLINE_MS } from './timeouts.js';
 import { cookies, findSession, SESSION_COOKIE, type Session } from './console/session.js';
 
@@ -138,6 +139,7 @@ export function createApp(ctx: AppContext): express.Express {
   // own X-Forwarded-For is overwritten there.
   app.set('trust proxy', ctx.config.TRUST_PROXY);
   app.set('etag', false);
+  ctx.metrics.instruments.meter(app);
   lazyRequestLogger(app, ctx.logger);
   app.use(requestContext(app.get('trust proxy fn') as TrustProxy));
   app.use(requestDeadline(REQUEST_DEADLINE_MS));
@@ -147,6 +149,7 @@ export function createApp(ctx: AppContext): express.Express {
   app.use('/api/logs', logsRouter(ctx));
   app.use('/api', instancesRouter(ctx));
   app.use(healthRouter(ctx));
+  app.use(metricsRouter(ctx.metrics.host, ctx.config.METRICS_ALLOW));
   app.use(homeRouter(ctx));
   app.use(consoleRouter(ctx));
   app.use((req, _res, next) => next(notFound(`no route for ${req.method} ${req.path.slice(0, 100)}`)));

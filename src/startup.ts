@@ -1,4 +1,5 @@
 import http from 'node:http';
+import path from 'node:path';
 import { once } from 'node:events';
 import net from 'node:net';
 import { createApp } from './app.js';
@@ -8,9 +9,11 @@ import type { AppContext } from './context.js';
 import { checkPoolBudget, connectWithRetry } from './db/database.js';
 import { DatabaseGate } from './db/gate.js';
 import { migrate } from './db/migrate.js';
-import { createSequelize } from './db/sequelize.js';
+import { createSequelize, poolState } from './db/sequelize.js';
 import { Presence } from './instances/presence.js';
 import type { Logger } from './logger.js';
+import { HostMetrics } from './metrics/host.js';
+import { Instruments } from './metrics/instruments.js';
 import { systemLogger } from './logs/system-log.js';
 import type { Shutdown } from './shutdown.js';
 import { DATABASE_WAIT_MS, DRAIN_GRACE_MS, KEEP_ALIVE_MS } from './timeouts.js';
@@ -64,8 +67,17 @@ export async function startWebProcess(config: Config, logger: Logger, shutdown: 
   await presence.announce(liveness);
   presence.startHeartbeat();
 
-  const gate = new DatabaseGate(config.DATABASE_URL, logger);
+  const instruments = new Instruments(() => poolState(sequelize));
+  const gate = new DatabaseGate(config.DATABASE_URL, logger, () => instruments.gateRefusals.inc());
   shutdown.add('database gate', () => gate.stop());
+  // stopped after the HTTP server (shutdown steps run newest first): its final counters are its last
+  const host = new HostMetrics(path.join(config.DATA_DIR, 'metrics'), { app: config.PM2_APP, instance: config.INSTANCE, pid: process.pid }, instruments, logger);
+  await host.start();
+  instruments.startSampling();
+  shutdown.add('metrics', async () => {
+    instruments.stop();
+    await host.stop();
+  });
   const ctx: AppContext = {
     gate,
     config,
@@ -73,6 +85,7 @@ export async function startWebProcess(config: Config, logger: Logger, shutdown: 
     logger,
     auth: authenticate(config.API_TOKEN, (req) => req.session !== undefined),
     addSystemLog: systemLogger(sequelize, { host: config.SITELOG_HOST, instance: config.INSTANCE }, logger),
+    metrics: { instruments, host },
   };
   const app = createApp(ctx);
   const server = http.createServer((req, res) => {

@@ -21,6 +21,8 @@ export class DatabaseGate {
   constructor(
     private readonly url: string,
     private readonly logger: Logger,
+    /** Called for each request the closed gate answers 503 (a metric counts them). */
+    private readonly onRefusal: () => void = () => undefined,
     private readonly probeEveryMs = 100,
   ) {}
 
@@ -42,7 +44,11 @@ export class DatabaseGate {
 
   private answerPending(): void {
     const err = databaseUnavailable();
-    for (const res of this.pending) if (!res.headersSent) sendHttpError(res, err);
+    for (const res of this.pending) {
+      if (res.headersSent) continue;
+      this.onRefusal();
+      sendHttpError(res, err);
+    }
     this.pending.clear();
   }
 
@@ -72,7 +78,10 @@ export class DatabaseGate {
    * did commit.
    */
   readonly guard: RequestHandler = (_req, res, next) => {
-    if (!this.open) return next(databaseUnavailable());
+    if (!this.open) {
+      this.onRefusal();
+      return next(databaseUnavailable());
+    }
     this.pending.add(res);
     res.once('close', () => this.pending.delete(res));
     next();

@@ -30,3 +30,13 @@ export function createSequelize(config: Config): Sequelize {
     },
   });
 }
+
+/** What Sequelize's pool holds now: connections open, lent out, and requests queued for one. */
+export type PoolState = { size: number; using: number; waiting: number };
+
+/** The pool's state, summed over its read and write pools when Sequelize replicates reads. */
+export function poolState(sequelize: Sequelize): PoolState {
+  const pool = (sequelize.connectionManager as unknown as { pool: PoolState | { read: PoolState; write: PoolState } }).pool;
+  const pools = 'read' in pool ? [pool.read, pool.write] : [pool];
+  return pools.reduce((sum, p) => ({ size: sum.size + p.size, using: sum.using + p.using, waiting: sum.waiting + p.waiting }), { size: 0, using: 0, waiting: 0 });
+}

@@ -34,7 +34,11 @@ export function logsRouter(ctx: AppContext): Router {
       throw unprocessableContent(ERRORS.SITELOG_IDEMPOTENCY_KEY_REUSED);
     }
     res.status(201).set('Location', `/api/logs/${stored.id}`);
-    if (!stored.created) res.set('Idempotent-Replayed', 'true');
+    if (stored.created) ctx.metrics.instruments.entriesStored.inc();
+    else {
+      ctx.metrics.instruments.idempotentReplays.inc();
+      res.set('Idempotent-Replayed', 'true');
+    }
     res.type('json').send(stored.entry);
   });
 

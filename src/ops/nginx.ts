@@ -57,7 +57,15 @@ export type SiteOptions = {
    * `listen` argument (443 unless given). The plain-HTTP server then only redirects to it.
    */
   tls?: { cert: string; key: string; listen?: string };
+  /** Who may scrape /metrics: METRICS_ALLOW's entries (addresses, CIDRs, "loopback"). */
+  metricsAllow?: readonly string[];
 };
+
+/** nginx `allow` lines for METRICS_ALLOW ("loopback" is 127.0.0.0/8 and ::1). */
+export function metricsAllowLines(entries: readonly string[] = ['127.0.0.1']): string {
+  const addresses = entries.flatMap((e) => (e === 'loopback' ? ['127.0.0.0/8', '::1'] : [e]));
+  return addresses.map((a) => `    allow ${a};`).join('\n');
+}
 
 /** Writes sitelog.conf (http level), sitelog-site.conf and, with tls, sitelog-tls.conf into dir. */
 export function renderSite(opts: SiteOptions): { site: string; tls?: string } {
@@ -67,7 +75,7 @@ export function renderSite(opts: SiteOptions): { site: string; tls?: string } {
     fs.writeFileSync(file, renderTemplate(fs.readFileSync(path.join(TEMPLATES, name), 'utf8'), { SITE_DIR: opts.dir, ...vars }));
     return file;
   };
-  render('sitelog-site.conf', {});
+  render('sitelog-site.conf', { METRICS_ALLOW: metricsAllowLines(opts.metricsAllow) });
   const plainServer = opts.tls ? render('sitelog-redirect.conf', { HTTPS_PORT: portSuffix(opts.tls.listen ?? '443') }) : undefined;
   const site = render('sitelog.conf', {
     UPSTREAM_SERVERS: upstreamServers(opts.upstreams),

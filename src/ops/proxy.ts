@@ -14,9 +14,9 @@ const SIGNALS = ['SIGQUIT', 'SIGTERM', 'SIGINT', 'SIGHUP'] as const;
 
 function main(): void {
   const { values } = parseArgs({ options: { c: { type: 'string' } } });
-  let env: { PORT: number; PROXY_PORT: number };
+  let env: { PORT: number; PROXY_PORT: number; METRICS_ALLOW: string[] };
   try {
-    env = parseEnv(z.object({ PORT: envFields.PORT, PROXY_PORT: envFields.PROXY_PORT }), process.env);
+    env = parseEnv(z.object({ PORT: envFields.PORT, PROXY_PORT: envFields.PROXY_PORT, METRICS_ALLOW: envFields.METRICS_ALLOW }), process.env);
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     process.stderr.write(`sitelog proxy: ${err.message}\n`);
@@ -30,6 +30,7 @@ function main(): void {
   const config = renderStandalone(path.dirname(path.resolve(values.c)), {
     upstreams: [`127.0.0.1:${env.PORT}`],
     listen: `127.0.0.1:${env.PROXY_PORT}`,
+    metricsAllow: env.METRICS_ALLOW,
   });
   const child = spawn(nginx, ['-e', 'stderr', '-c', config], { stdio: 'inherit' });
   for (const signal of SIGNALS) process.on(signal, () => child.kill(signal));

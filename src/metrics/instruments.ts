@@ -1,0 +1,220 @@
+import http from 'node:http';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import type { Express, Request } from 'express';
+import client from 'prom-client';
+import type { PoolState } from '../db/sequelize.js';
+
+// One process's instruments: the Prometheus series it counts, and the samples the live console
+// draws. The host's view (every instance summed) is made in host.ts from these.
+
+
+/** One point of the live console's charts: the last interval of one process. */
+export type Sample = {
+  /** epoch ms at the end of the interval */
+  t: number;
+  /** share of one core, 0..1 and more */
+  cpu: number;
+  rss: number;
+  rps: number;
+  /** ms; null when the interval had no request */
+  p99: number | null;
+  /** server errors (5xx) in the interval */
+  errors: number;
+  /** server errors (5xx) in the last minute */
+  errorsPerMin: number;
+  /** ms, the event loop's 99th percentile delay over the interval */
+  loopLag: number;
+  poolInUse: number;
+};
+
+/** How often a sample is taken, and how many are kept: the console's 10 minutes. */
+export const SAMPLE_EVERY_MS = 2_000;
+const SAMPLES_KEPT = (10 * 60_000) / SAMPLE_EVERY_MS;
+/** Durations kept per interval for its p99 (reservoir sampling past that). */
+const RESERVOIR = 2_048;
+
+const DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+/**
+ * The route a request matched, as declared (`/api/logs/:id`): Express sets `req.route` when it
+ * dispatches to a route, while `req.baseUrl` is still the router's mount path; by the time an error
+ * handler answers, the router has restored `baseUrl`. So the label is taken at that moment.
+ */
+function labelRoutes(request: object): void {
+  const ROUTE = Symbol('route');
+  Object.defineProperty(request, 'route', {
+    configurable: true,
+    get(this: Record<symbol, unknown>) {
+      return this[ROUTE];
+    },
+    set(this: Request & Record<symbol, unknown> & { routeLabel?: string }, route: { path?: unknown } | undefined) {
+      this[ROUTE] = route;
+      if (route && typeof route.path === 'string') this.routeLabel = joinRoute(this.baseUrl, route.path);
+    },
+  });
+}
+
+function joinRoute(base: string, path: string): string {
+  const joined = `${base}${path === '/' ? '' : path}`;
+  return joined === '' ? '/' : joined;
+}
+
+/** A request that matched no route: 404s by name, the rest (static files, early refusals) together. */
+const routeOf = (req: { routeLabel?: string }, status: number) => req.routeLabel ?? (status === 404 ? 'unmatched' : 'other');
+
+export class Instruments {
+  readonly registry = new client.Registry();
+  private readonly requests = new client.Counter({
+    name: 'sitelog_http_requests_total',
+    help: 'HTTP requests answered, by method, declared route and status',
+    labelNames: ['method', 'route', 'status'] as const,
+    registers: [this.registry],
+  });
+  private readonly durations = new client.Histogram({
+    name: 'sitelog_http_request_duration_seconds',
+    help: 'Time from the request to its response head, by method and declared route',
+    labelNames: ['method', 'route'] as const,
+    buckets: DURATION_BUCKETS,
+    registers: [this.registry],
+  });
+  readonly entriesStored = new client.Counter({
+    name: 'sitelog_log_entries_stored_total',
+    help: 'Log entries written by POST /api/logs',
+    registers: [this.registry],
+  });
+  readonly idempotentReplays = new client.Counter({
+    name: 'sitelog_idempotent_replays_total',
+    help: 'POST /api/logs retries answered with the entry already stored under their key',
+    registers: [this.registry],
+  });
+  readonly gateRefusals = new client.Counter({
+    name: 'sitelog_db_gate_refusals_total',
+    help: 'Requests answered 503 because the database was unavailable (the gate was closed)',
+    registers: [this.registry],
+  });
+
+  private readonly loopDelay = monitorEventLoopDelay({ resolution: 10 });
+  private readonly samples: Sample[] = [];
+  private interval = new IntervalStats();
+  private lastCpu = process.cpuUsage();
+  private lastTick = performance.now();
+  private lastLoopLagMs = 0;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly pool: () => PoolState) {
+    this.loopDelay.enable();
+    const gauge = (name: string, help: string, value: () => number, aggregator: 'sum' | 'max' = 'sum') =>
+      new client.Gauge({
+        name,
+        help,
+        aggregator,
+        registers: [this.registry],
+        collect(this: client.Gauge) {
+          this.set(value());
+        },
+      });
+    gauge('sitelog_db_pool_size', 'Database connections open in the pool', () => this.pool().size);
+    gauge('sitelog_db_pool_in_use', 'Database connections lent to requests now', () => this.pool().using);
+    gauge('sitelog_db_pool_waiting', 'Requests waiting for a database connection now', () => this.pool().waiting);
+    gauge('sitelog_event_loop_lag_seconds', "The event loop's 99th percentile delay over the last 2 s (the host's: the worst instance)", () => this.lastLoopLagMs / 1000, 'max');
+    gauge('sitelog_heap_used_bytes', 'V8 heap in use', () => process.memoryUsage().heapUsed);
+    gauge('sitelog_rss_bytes', 'Resident set size', () => process.memoryUsage.rss());
+  }
+
+  /** Counts a response when its head is written, so a client that saw it finds it counted. */
+  observe(method: string, req: { routeLabel?: string }, status: number, seconds: number): void {
+    const route = routeOf(req, status);
+    this.requests.inc({ method, route, status: String(status) });
+    this.durations.observe({ method, route }, seconds);
+    this.interval.add(status, seconds * 1000);
+  }
+
+  /**
+   * Times and counts every response of `app`. Express gives each response its app's prototype
+   * (`app.response`, over http.ServerResponse's), so the count goes there: in writeHead, once the
+   * status is final (res.end() without it calls writeHead too) and before any byte leaves.
+   */
+  meter(app: Express): void {
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    const instruments = this;
+    labelRoutes(app.request);
+    type Metered = http.ServerResponse & { startedAt?: number; counted?: boolean };
+    Object.defineProperty(app.response, 'writeHead', {
+      configurable: true,
+      value(this: Metered, ...args: unknown[]) {
+        http.ServerResponse.prototype.writeHead.apply(this, args as Parameters<http.ServerResponse['writeHead']>);
+        if (!this.counted && this.startedAt !== undefined) {
+          this.counted = true;
+          instruments.observe(this.req.method ?? 'GET', this.req as { routeLabel?: string }, this.statusCode, (performance.now() - this.startedAt) / 1000);
+        }
+        return this;
+      },
+    });
+    app.use((_req, res: Metered, next) => {
+      res.startedAt = performance.now();
+      next();
+    });
+  }
+
+  /** Starts the samples of the live console (one every SAMPLE_EVERY_MS). */
+  startSampling(): void {
+    this.timer = setInterval(() => this.sample(), SAMPLE_EVERY_MS);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.loopDelay.disable();
+  }
+
+  /** The last 10 minutes of samples, oldest first. */
+  recentSamples(): Sample[] {
+    return this.samples.slice();
+  }
+
+  private sample(): void {
+    const now = performance.now();
+    const seconds = (now - this.lastTick) / 1000;
+    const cpu = process.cpuUsage(this.lastCpu);
+    this.lastCpu = process.cpuUsage();
+    this.lastTick = now;
+    this.lastLoopLagMs = this.loopDelay.percentile(99) / 1e6;
+    this.loopDelay.reset();
+    const finished = this.interval;
+    this.interval = new IntervalStats();
+    const restOfMinute = this.samples.slice(-(60_000 / SAMPLE_EVERY_MS - 1));
+    this.samples.push({
+      t: Date.now(),
+      cpu: (cpu.user + cpu.system) / 1e6 / seconds,
+      rss: process.memoryUsage.rss(),
+      rps: finished.count / seconds,
+      p99: finished.p99(),
+      errors: finished.errors,
+      errorsPerMin: restOfMinute.reduce((sum, s) => sum + s.errors, finished.errors),
+      loopLag: this.lastLoopLagMs,
+      poolInUse: this.pool().using,
+    });
+    if (this.samples.length > SAMPLES_KEPT) this.samples.shift();
+  }
+}
+
+/** Counts and a reservoir of durations over one sampling interval. */
+class IntervalStats {
+  count = 0;
+  errors = 0;
+  private readonly kept = new Float64Array(RESERVOIR);
+
+  add(status: number, ms: number): void {
+    if (status >= 500) this.errors++;
+    const slot = this.count < RESERVOIR ? this.count : Math.floor(Math.random() * (this.count + 1));
+    if (slot < RESERVOIR) this.kept[slot] = ms;
+    this.count++;
+  }
+
+  p99(): number | null {
+    const n = Math.min(this.count, RESERVOIR);
+    if (n === 0) return null;
+    const sorted = this.kept.slice(0, n).sort();
+    return sorted[Math.min(n - 1, Math.ceil(n * 0.99) - 1)]!;
+  }
+}
