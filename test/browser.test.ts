@@ -130,6 +130,45 @@ describe('the console in a browser', { timeout: 180_000 }, () => {
     await page.context().close();
   });
 
+  test('when the Instances page stays open under traffic, then its live table refreshes within 2 s with each instance\'s figures and sparklines, and the host total', async () => {
+    const page = await loggedIn();
+    const traffic = setInterval(() => void fetch(stack.url('/healthz')).catch(() => undefined), 20);
+    try {
+      const first = await page.waitForFunction(() => Number(document.getElementById('live')?.dataset['refreshed'] ?? 0), undefined, { timeout: 10_000 });
+      const firstAt = Number(await first.jsonValue());
+      // two refreshes later, each within the promised 2 s (plus the request's own time)
+      const later = await page.waitForFunction((after) => Number(document.getElementById('live')?.dataset['refreshed'] ?? 0) > after && Number(document.getElementById('live')?.dataset['refreshed']), firstAt, { timeout: 5_000 });
+      assert.ok(Number(await later.jsonValue()) - firstAt <= 2_500, 'refreshed within 2 s');
+      const rows = page.locator('#live tbody tr');
+      assert.equal(await rows.count(), 2, 'one row per instance of this host');
+      const pids = [...(await stack.web()).values()].map((p) => String(p.pid)).sort();
+      assert.deepEqual((await page.locator('#live tbody tr td:nth-child(2)').allInnerTexts()).map((t) => t.trim()).sort(), pids);
+      // each instance: CPU, RSS, req/s, p99, errors/min, loop lag, pool in use, each with its sparkline
+      assert.equal(await page.locator('#live tbody tr:first-child svg.spark').count(), 7);
+      await page.waitForFunction(() => [...document.querySelectorAll('#live tbody tr td:nth-child(5) .value')].some((v) => Number(v.textContent) > 0), undefined, { timeout: 10_000 });
+      assert.match(await page.locator('#live tfoot th').first().innerText(), /Host total/);
+      assert.match(await page.locator('#live tbody tr:first-child td:nth-child(4) .value').innerText(), /^\d+\.\d MB$/);
+      await shot(page, '02b-instances-live');
+    } finally {
+      clearInterval(traffic);
+      await page.context().close();
+    }
+  });
+
+  test('when the Logs page opens, then its chart has a count axis and a time axis with readable labels', async () => {
+    const page = await loggedIn();
+    await page.goto(stack.url('/console/logs'));
+    const labels = (await page.locator('svg.chart text.tick').allTextContents()).map((t) => t.trim());
+    const counts = labels.filter((l) => /^\d+$/.test(l)).map(Number);
+    const times = labels.filter((l) => /^\d\d:\d\d$/.test(l));
+    assert.ok(counts.length >= 2 && counts[0] === 0, `count ticks from 0: ${labels.join(' ')}`);
+    assert.ok(times.length >= 3, `time ticks (HH:MM, UTC): ${labels.join(' ')}`);
+    const box = await page.locator('svg.chart').boundingBox();
+    assert.ok(box && box.width >= 600 && box.height >= 120, 'a chart large enough to read');
+    await shot(page, '04a-logs-chart');
+    await page.context().close();
+  });
+
   test('when logs are filtered and paged, then only matching entries come, page after page', async () => {
     const page = await loggedIn();
     await page.getByRole('link', { name: 'Logs' }).click();

@@ -4,7 +4,7 @@ import type { LogEntry } from '../logs/model.js';
 import type { Histogram } from '../logs/queries.js';
 import { LOGIN_FAILURES_ALLOWED, LOGIN_WINDOW_MINUTES, type SecurityFacts } from './login.js';
 import { SESSION_IDLE_MINUTES } from './session.js';
-import { escapeHtml, formatTime, instancesTable, layout, type InstanceRow } from './views.js';
+import { escapeHtml, formatTime, instancesTable, layout, liveTable, type InstanceRow } from './views.js';
 
 // The console's pages: pure functions of plain data (a handler fetches, then renders one of these).
 
@@ -24,13 +24,14 @@ ${error ? `<p class="error" role="alert">${escapeHtml(error)}</p>` : ''}
   });
 }
 
-export function instancesPage(csrf: string, rows: InstanceRow[]): string {
+export function instancesPage(csrf: string, rows: InstanceRow[], host: string): string {
   return layout({
     title: 'Instances',
     nav: 'instances',
     csrf,
     script: true,
-    body: `<h1>Instances</h1><p class="muted">Every live web process of every host sharing this database. A process that stops disappears at once.</p>${instancesTable(rows)}`,
+    body: `<h1>Instances</h1>${liveTable(host)}
+<p class="muted">Every live web process of every host sharing this database. A process that stops disappears at once.</p>${instancesTable(rows)}`,
   });
 }
 
@@ -49,34 +50,62 @@ export function startsPage(csrf: string, starts: Starts): string {
   });
 }
 
-/** Entries per bucket by type, stacked; the bars' titles carry the counts. */
+/** A round step for about `count` ticks up to `max`: 1, 2 or 5 times a power of ten. */
+export function niceStep(max: number, count: number): number {
+  const raw = Math.max(max, 1) / count;
+  const power = 10 ** Math.floor(Math.log10(raw));
+  return [1, 2, 5, 10].map((m) => m * power).find((step) => step >= raw)!;
+}
+
+/** Time ticks for a range: whole minutes, hours or days, about six of them, labelled in UTC. */
+export function timeTicks(from: number, to: number): Array<{ at: number; label: string }> {
+  const MINUTE = 60_000;
+  const steps = [1, 5, 10, 15, 30, 60, 120, 180, 360, 720, 1440, 2880, 10080].map((m) => m * MINUTE);
+  const step = steps.find((s) => (to - from) / s <= 6) ?? steps[steps.length - 1]!;
+  const days = to - from > 2 * 1440 * MINUTE;
+  const ticks: Array<{ at: number; label: string }> = [];
+  for (let at = Math.ceil(from / step) * step; at <= to; at += step) {
+    const iso = new Date(at).toISOString();
+    ticks.push({ at, label: days ? iso.slice(5, 10) : iso.slice(11, 16) });
+  }
+  return ticks;
+}
+
+/** Entries per bucket by type, stacked, with a count axis and a time axis (UTC); each bar's title has its count. */
 export function chartSvg(histogram: Histogram): string {
   const { buckets, from, to, bucketSeconds } = histogram;
-  const width = 600;
-  const height = 120;
-  const slots = Math.max(1, Math.ceil((to - from) / 1000 / bucketSeconds));
+  const [width, height, left, bottom, top] = [640, 150, 44, 22, 8];
+  const plot = { w: width - left - 8, h: height - bottom - top };
   const totals = new Map<number, number>();
   for (const b of buckets) totals.set(b.t, (totals.get(b.t) ?? 0) + b.n);
-  const max = Math.max(1, ...totals.values());
-  const barWidth = width / slots;
+  const peak = Math.max(0, ...totals.values());
+  const step = niceStep(peak, 4);
+  const max = Math.max(step, Math.ceil(peak / step) * step);
+  const x = (ms: number) => left + ((ms - from) / Math.max(1, to - from)) * plot.w;
+  const y = (n: number) => top + plot.h - (n / max) * plot.h;
+  const barWidth = Math.max(1, (bucketSeconds * 1000 * plot.w) / Math.max(1, to - from) - 1);
   const stacked = new Map<number, number>();
   const rects = STYPES.flatMap((stype) =>
     buckets
       .filter((b) => b.stype === stype)
       .map((b) => {
-        const slot = Math.floor((b.t * 1000 - from) / 1000 / bucketSeconds);
         const below = stacked.get(b.t) ?? 0;
         stacked.set(b.t, below + b.n);
-        const h = (b.n / max) * (height - 10);
-        const y = height - (below / max) * (height - 10) - h;
-        return `<rect class="s-${stype}" x="${(slot * barWidth).toFixed(1)}" y="${y.toFixed(1)}" width="${Math.max(1, barWidth - 1).toFixed(1)}" height="${h.toFixed(1)}"><title>${escapeHtml(stype)}: ${b.n}</title></rect>`;
+        return `<rect class="s-${stype}" x="${x(b.t * 1000).toFixed(1)}" y="${y(below + b.n).toFixed(1)}" width="${barWidth.toFixed(1)}" height="${(y(below) - y(below + b.n)).toFixed(1)}"><title>${escapeHtml(stype)}: ${b.n}</title></rect>`;
       }),
   );
+  const yTicks = Array.from({ length: Math.round(max / step) + 1 }, (_, k) => k * step).map(
+    (n) => `<line class="grid" x1="${left}" x2="${left + plot.w}" y1="${y(n).toFixed(1)}" y2="${y(n).toFixed(1)}"/><text class="tick" x="${left - 6}" y="${(y(n) + 4).toFixed(1)}" text-anchor="end">${n}</text>`,
+  );
+  const xTicks = timeTicks(from, to).map(
+    (t) => `<line class="axis" x1="${x(t.at).toFixed(1)}" x2="${x(t.at).toFixed(1)}" y1="${top + plot.h}" y2="${top + plot.h + 4}"/><text class="tick" x="${x(t.at).toFixed(1)}" y="${height - 6}" text-anchor="middle">${t.label}</text>`,
+  );
+  const axes = `<line class="axis" x1="${left}" x2="${left + plot.w}" y1="${top + plot.h}" y2="${top + plot.h}"/><line class="axis" x1="${left}" x2="${left}" y1="${top}" y2="${top + plot.h}"/>`;
   const legend = STYPES.map((s) => `<span><i class="s-${s}"></i>${s}</span>`).join('');
   const unit = bucketSeconds === 60 ? 'minute' : `${Math.round(bucketSeconds / 60)} minutes`;
   const range = `${escapeHtml(formatTime(new Date(from).toISOString()))} to ${escapeHtml(formatTime(new Date(to).toISOString()))}`;
-  return `<figure><svg class="chart" viewBox="0 0 ${width} ${height}" role="img" aria-label="Entries per ${unit} by type, peak ${max}">${rects.join('')}</svg>
-<figcaption class="legend">Entries per ${unit} by type, ${range} (peak ${max}). ${legend}</figcaption></figure>`;
+  return `<figure><svg class="chart" viewBox="0 0 ${width} ${height}" role="img" aria-label="Entries per ${unit} by type, peak ${peak}">${yTicks.join('')}${rects.join('')}${axes}${xTicks.join('')}</svg>
+<figcaption class="legend">Entries per ${unit} by type, ${range} UTC (peak ${peak}). ${legend}</figcaption></figure>`;
 }
 
 export type LogsView = {

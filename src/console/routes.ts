@@ -160,7 +160,7 @@ export function consoleRouter(ctx: AppContext): Router {
 
   router.get('/console', async (req, res) => {
     const rows = await withConnection(ctx.sequelize, liveInstances);
-    res.type('html').send(instancesPage(req.session!.csrf, rows));
+    res.type('html').send(instancesPage(req.session!.csrf, rows, ctx.config.SITELOG_HOST));
   });
 
   router.get('/console/starts', async (req, res) => {

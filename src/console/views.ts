@@ -34,6 +34,15 @@ export type InstanceRow = {
   rss: number;
 };
 
+/** The live table of this host's instances: filled, and refreshed every 2 s, by console.js. */
+export function liveTable(host: string): string {
+  const columns = ['Instance', 'PID', 'CPU', 'Memory (RSS)', 'Requests/s', 'p99', 'Errors/min', 'Event-loop lag', 'Pool in use'];
+  return `<table id="live" class="live"><caption>${escapeHtml(host)}, live: each instance over the last 10 minutes (refreshes every 2 s)</caption>
+<thead><tr>${columns.map((c) => `<th scope="col">${c}</th>`).join('')}</tr></thead>
+<tbody><tr><td colspan="${columns.length}">Loading…<noscript> (the live view needs JavaScript; GET /metrics has the same figures)</noscript></td></tr></tbody>
+<tfoot></tfoot></table>`;
+}
+
 export function instancesTable(rows: InstanceRow[]): string {
   const body = rows
     .map(
