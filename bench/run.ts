@@ -10,6 +10,7 @@ import { listAll, pm2 } from '../src/ops/pm2.js';
 import { cpuPerRequest, cpuSnapshot } from './cpu.js';
 import { freePort } from '../test/support/ports.js';
 import { startPostgres } from '../test/support/postgres.js';
+import { decreases, startScraper } from '../test/support/scraper.js';
 import { authHeaders, Stack } from '../test/support/stack.js';
 import { waitFor } from '../test/support/wait.js';
 import { listLogsStatement } from '../src/logs/queries.js';
@@ -263,6 +264,8 @@ async function main(): Promise<void> {
     const readyAt = stack.webLogLines().filter((l) => /^instance \d+ ready$/.test(String(l['msg']))).map((l) => Date.parse(String(l['time'])));
     const startToReadyMs = Math.max(...readyAt) - started;
     log(`pm2 start → all ready: ${startToReadyMs} ms`);
+    // Prometheus, as in production: GET /metrics through nginx every second for the whole run
+    const scraper = startScraper(`http://127.0.0.1:${stack.proxyPort}/metrics`, { everyMs: 1_000, maxMs: 3 * 3_600_000 });
     await postgres.query(
       'sitelog',
       `INSERT INTO system_logs (stype, description, host) SELECT 'app', 'seed ' || g, 'bench' FROM generate_series(1, 10000) g`,
@@ -346,8 +349,11 @@ async function main(): Promise<void> {
     }
     await db.end();
 
+    const scrapes = await scraper.stop();
+    const metricsScrapes = { total: scrapes.length, failed: scrapes.filter((s) => s.status !== 200).length, decreases: decreases(scrapes).length, slowestMs: Math.round(Math.max(0, ...scrapes.map((s) => s.ms))) };
+    log(`GET /metrics every second: ${metricsScrapes.total} scrapes, ${metricsScrapes.failed} failed, host counter decreased ${metricsScrapes.decreases} times, slowest ${metricsScrapes.slowestMs} ms`);
     const webArgs = (await stack.processes('web'))[0]?.pm2_env as { node_args?: string[] } | undefined;
-    const results = { date: new Date().toISOString(), webNodeArgs: webArgs?.node_args ?? [], connections: CONNECTIONS, durationSeconds: DURATION_S, startToReadyMs, reloadMs, rssWarmMb: rssWarm, rssAfterMb: rssAfter, rss100kMb: rss100k, rss200kMb: rss200k, sitelogRequests, rows, scale: scaleRows };
+    const results = { date: new Date().toISOString(), webNodeArgs: webArgs?.node_args ?? [], connections: CONNECTIONS, durationSeconds: DURATION_S, startToReadyMs, reloadMs, rssWarmMb: rssWarm, rssAfterMb: rssAfter, rss100kMb: rss100k, rss200kMb: rss200k, sitelogRequests, metricsScrapes, rows, scale: scaleRows };
     fs.mkdirSync(OUT, { recursive: true });
     fs.writeFileSync(path.join(OUT, 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
     // every run is kept, for the medians of several (docs/measurements.md)
@@ -371,6 +377,7 @@ async function main(): Promise<void> {
       '',
       `- pm2 start → all instances ready (database up): ${startToReadyMs} ms`,
       `- pm2 reload of 2 instances: ${reloadMs} ms`,
+      `- GET /metrics through nginx every second during the whole run: ${metricsScrapes.total} scrapes, ${metricsScrapes.failed} failed, the host's request counter decreased ${metricsScrapes.decreases} times, slowest ${metricsScrapes.slowestMs} ms`,
       `- RSS per web instance: ${rssWarm.join(', ')} MB after warm-up; ${rssAfter.join(', ')} MB after the ${sitelogRequests} requests above; ${rss100k.join(', ')} MB after ${SOAK_REQUESTS / 1000}k more through nginx; ${rss200k.join(', ')} MB after ${(2 * SOAK_REQUESTS) / 1000}k`,
       '',
       `## Scale: \`GET /api/logs\` through nginx as the log grows (EXPLAIN in explain.md)`,

@@ -1,29 +1,18 @@
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import http from 'node:http';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { findNginx } from '../src/ops/nginx.js';
 import { startPostgres, type TestPostgres } from './support/postgres.js';
+import { decreases, seriesValue, startScraper } from './support/scraper.js';
 import { authHeaders, Stack } from './support/stack.js';
+import { waitFor } from './support/wait.js';
 
 // GET /metrics (SPEC, issue #13): the sum over every live web instance of the host, exact across
 // reloads, plus one series per instance; only METRICS_ALLOW may scrape it.
 
 const hasNginx = findNginx() !== undefined;
-
-/** One series' value in Prometheus text; labels given must match exactly (no others). */
-function seriesValue(text: string, name: string, labels: Record<string, string>): number | undefined {
-  const wanted = Object.entries(labels)
-    .map(([k, v]) => `${k}="${v}"`)
-    .sort()
-    .join(',');
-  for (const line of text.split('\n')) {
-    const match = /^([a-z_:]+)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!match || match[1] !== name) continue;
-    const have = (match[2] ?? '').split(/,(?=[a-z_]+=")/).filter(Boolean).sort().join(',');
-    if (have === wanted) return Number(match[3]);
-  }
-  return undefined;
-}
 
 /** Every value of `name` labelled with an instance, by instance. */
 function perInstance(text: string, name: string, labels: Record<string, string>): Map<string, number> {
@@ -97,6 +86,42 @@ describe('GET /metrics', { skip: !hasNginx && 'nginx is not installed', timeout:
         seen.some((s) => [...s.pids].some((p) => before.has(p)) && [...s.pids].some((p) => !before.has(p))),
         'some scrape ran while old and new instances served side by side',
       );
+    } finally {
+      await stack.stop();
+    }
+  });
+
+  test('when an instance is killed -9, then what it had counted stays in the host total, which never goes down', async () => {
+    const stack = await Stack.create({ instances: 2, proxy: true, databaseUrl: postgres.url('sitelog') });
+    try {
+      await stack.start();
+      const K = 100;
+      await Promise.all(Array.from({ length: K }, async () => assert.equal((await fetch(stack.url('/healthz'))).status, 200)));
+      const healthz = { method: 'GET', route: '/healthz', status: '200' };
+      const dir = path.join(stack.env['DATA_DIR']!, 'metrics');
+      // each process copies its counters to its file every second: wait until the copies hold all K
+      const copied = () =>
+        fs
+          .readdirSync(dir)
+          .filter((f) => /^p-\d+-\d+\.json$/.test(f))
+          .map((f) => JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')) as { metrics: Array<{ name: string; values: Array<{ labels: Record<string, string>; value: number }> }> })
+          .flatMap((p) => p.metrics.filter((m) => m.name === 'sitelog_http_requests_total').flatMap((m) => m.values))
+          .filter((v) => v.labels['route'] === '/healthz')
+          .reduce((sum, v) => sum + v.value, 0);
+      await waitFor(`the files' copies to hold ${K} /healthz requests`, () => copied() === K);
+      const scraper = startScraper(stack.url('/metrics'), { everyMs: 100, maxMs: 60_000 });
+      const victim = (await stack.web()).get(0)!;
+      process.kill(victim.pid, 'SIGKILL');
+      await waitFor('instance 0 replaced', async () => {
+        const replacement = (await stack.web()).get(0);
+        return replacement !== undefined && replacement.pid !== victim.pid;
+      });
+      await Promise.all(Array.from({ length: 20 }, () => fetch(stack.url('/api/logs'), { headers: authHeaders() })));
+      const text = await (await fetch(stack.url('/metrics'))).text();
+      const scrapes = await scraper.stop();
+      assert.equal(seriesValue(text, 'sitelog_http_requests_total', healthz), K);
+      assert.ok(scrapes.length >= 5 && scrapes.every((s) => s.status === 200), `every scrape answered (${scrapes.length})`);
+      assert.deepEqual(decreases(scrapes), [], 'the host total never went down');
     } finally {
       await stack.stop();
     }

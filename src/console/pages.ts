@@ -50,11 +50,11 @@ export function startsPage(csrf: string, starts: Starts): string {
   });
 }
 
-/** A round step for about `count` ticks up to `max`: 1, 2 or 5 times a power of ten. */
+/** A round step for about `count` ticks of a count up to `max`: 1, 2 or 5 times a power of ten, at least 1. */
 export function niceStep(max: number, count: number): number {
   const raw = Math.max(max, 1) / count;
   const power = 10 ** Math.floor(Math.log10(raw));
-  return [1, 2, 5, 10].map((m) => m * power).find((step) => step >= raw)!;
+  return Math.max(1, [1, 2, 5, 10].map((m) => m * power).find((step) => step >= raw)!);
 }
 
 /** Time ticks for a range: whole minutes, hours or days, about six of them, labelled in UTC. */

@@ -13,7 +13,10 @@ import type { Instruments, Sample } from './instruments.js';
 //   counters every few seconds and a final one when it stops (after its last response);
 // - whoever is scraped lists the folder and asks every live process for its counters now, and takes
 //   the files of processes that are gone: a reloaded instance's counts stay in the host's total;
-// - the files of processes that are gone are folded, per instance, into one "retired" file.
+// - the files of processes that are gone are folded, per instance, into one "retired" file;
+// - a process killed -9 loses what it counted since its file's last copy (≤ 1 s): the host's
+//   counters then stay flat until they pass what was reported before (reported.json), because
+//   Prometheus takes any decrease for a reset and would see a spike.
 
 type Metrics = MetricObjectWithValues<MetricValue<string>>[];
 
@@ -37,7 +40,7 @@ export type LiveInstance = { instance: number; pid: number; samples: Sample[] };
 export type Identity = { app: string; instance: number; pid: number };
 
 /** How often a process copies its counters to its file: what a crash (kill -9) may lose. */
-const WRITE_EVERY_MS = 5_000;
+const WRITE_EVERY_MS = 1_000;
 /** How often a process folds the files of its instance's processes that are gone. */
 const FOLD_EVERY_MS = 60_000;
 /** How long a scrape waits for one process's answer (a blocked one is then read from its file). */
@@ -92,7 +95,35 @@ export class HostMetrics {
   async scrape(): Promise<string> {
     const parts = await this.collect();
     const series = parts.flatMap(({ instance, metrics }) => [metrics, withLabel(metrics, 'instance', String(instance))]);
-    return client.AggregatorRegistry.aggregate(series).metrics();
+    const summed = (await client.AggregatorRegistry.aggregate(series).getMetricsAsJSON()) as Metrics;
+    return client.AggregatorRegistry.aggregate([this.neverBelowReported(summed)]).metrics();
+  }
+
+  /** Counters as reported, raised to what an earlier scrape reported where a crash lost counts. */
+  private neverBelowReported(metrics: Metrics): Metrics {
+    const file = path.join(this.dir, 'reported.json');
+    let reported: Record<string, number> = {};
+    try {
+      reported = readJson<Record<string, number>>(file);
+    } catch {
+      // the first scrape, or a file cut short: nothing to hold to
+    }
+    const now: Record<string, number> = {};
+    const raised = metrics.map((m) =>
+      String(m.type) === 'gauge'
+        ? m
+        : {
+            ...m,
+            values: m.values.map((v) => {
+              const key = `${(v as { metricName?: string }).metricName ?? m.name}${JSON.stringify(Object.entries(v.labels).sort())}`;
+              const value = Math.max(v.value, reported[key] ?? 0);
+              now[key] = value;
+              return { ...v, value };
+            }),
+          },
+    );
+    writeAtomically(file, JSON.stringify(now));
+    return raised;
   }
 
   /** The live console's data: the recent samples of every live instance of this host. */
@@ -262,7 +293,7 @@ function readJson<T>(file: string): T {
 
 /** Readers see the old content or the new, never half of one. */
 function writeAtomically(file: string, content: string): void {
-  const temporary = `${file}.tmp`;
+  const temporary = `${file}.${process.pid}.tmp`;
   fs.writeFileSync(temporary, content);
   fs.renameSync(temporary, file);
 }

@@ -3,6 +3,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
+import { decreases, startScraper } from '../support/scraper.js';
 import { Stack } from '../support/stack.js';
 import { percentile, startTraffic, type Ack, type Sample } from '../support/traffic.js';
 import { waitFor } from '../support/wait.js';
@@ -27,6 +28,8 @@ export type ScenarioResult = {
   p99Ms: number;
   maxOutageMs: number | null;
   allReadyMs: number | null;
+  /** GET /metrics through nginx once a second meanwhile (issue #13: chaos must meet its targets while scraped) */
+  scrapes: number;
   problems: string[];
   /** Worth reading, not a target. */
   notes: string[];
@@ -94,16 +97,20 @@ class Chaos {
   ): Promise<ScenarioResult> {
     const before = await this.restartCount();
     const traffic = startTraffic(this.stack.url(''), { connections, maxMs: 300_000 });
+    const scraper = startScraper(this.stack.url('/metrics'), { everyMs: 1_000, maxMs: 300_000 });
     await waitFor('traffic flowing', () => traffic.acks.length > 20, { timeoutMs: 30_000 });
     const outcome = await act();
     // keep the traffic on for a moment after the event: late failures count too
     await sleep(1_000);
     const { samples, acks, mismatches } = await traffic.stop();
+    const scrapes = await scraper.stop();
     const restarts = outcome.restarts ?? (await this.restartCount()) - before;
-    const inOutage = (s: Sample) => outcome.outage !== undefined && s.at >= outcome.outage.from && s.at <= outcome.outage.to;
+    const inOutage = (s: { at: number }) => outcome.outage !== undefined && s.at >= outcome.outage.from && s.at <= outcome.outage.to;
     const expected503 = samples.filter((s) => inOutage(s) && s.status === 503).length;
     const failed = samples.filter((s) => !ok(s) && !(inOutage(s) && s.status === 503)).length;
     const outageSamples = samples.filter(inOutage);
+    // with no web instance at all (scenario 4's outage) nginx has nobody to ask: 503 is the answer then
+    const failedScrapes = scrapes.filter((s) => s.status !== 200 && !(inOutage(s) && s.status === 503));
     const failures = new Map<string, number>();
     const failedSamples = samples.filter((s) => !ok(s) && !(inOutage(s) && s.status === 503));
     for (const f of failedSamples) {
@@ -130,7 +137,10 @@ class Chaos {
       // "answer 503 within one second instead of hanging": how long the outage answers took
       maxOutageMs: outcome.outage ? Math.max(0, ...outageSamples.filter((s) => s.status === 503).map((s) => s.ms)) : null,
       allReadyMs: outcome.allReadyMs ?? null,
+      scrapes: scrapes.length,
       problems: [
+        ...failedScrapes.slice(0, 3).map((s) => `GET /metrics answered ${s.status} after ${Math.round(s.ms)} ms`),
+        ...decreases(scrapes).map((d) => `the host's request counter went down: ${d}`),
         ...mismatches.slice(0, 3),
         ...(outcome.extraProblems ?? []),
         ...(failures.size ? [`failures by kind and status: ${JSON.stringify(Object.fromEntries(failures))}`] : []),
@@ -278,11 +288,12 @@ export function table(results: ScenarioResult[]): string {
       `${r.p99Ms.toFixed(0)} ms`,
       r.maxOutageMs === null ? '–' : `${r.maxOutageMs.toFixed(0)} ms`,
       r.allReadyMs === null ? '–' : `${(r.allReadyMs / 1000).toFixed(2)} s`,
+      r.scrapes,
     ].join(' | '),
   );
   return [
-    '| scenario | requests | failed | 503 during outage | duplicated | lost | worker restarts | recovery after db up | p99 | slowest 503 during outage | all instances ready after db up |',
-    '|---|---|---|---|---|---|---|---|---|---|---|',
+    '| scenario | requests | failed | 503 during outage | duplicated | lost | worker restarts | recovery after db up | p99 | slowest 503 during outage | all instances ready after db up | /metrics scrapes (all 200, never decreasing) |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|',
     ...rows.map((r) => `| ${r} |`),
   ].join('\n');
 }
