@@ -225,7 +225,7 @@ describe('HTTPS', () => {
 
 describe('retries and timeouts', () => {
   test("when nginx may retry on a timeout, then its read timeout sits above the app's request deadline", () => {
-    const site = renderTemplate(fs.readFileSync(path.join(__dirname, '..', 'nginx', 'sitelog-site.conf'), 'utf8'), { SITE_DIR: '/x' });
+    const site = renderTemplate(fs.readFileSync(path.join(__dirname, '..', 'nginx', 'sitelog-site.conf'), 'utf8'), { SITE_DIR: '/x', METRICS_ALLOW: '' });
     const directive = (name: string) => site.match(new RegExp(`^${name}\\s+([^;]+);`, 'm'))?.[1]?.split(/\s+/) ?? [];
     assert.deepEqual(directive('proxy_next_upstream'), ['error', 'timeout', 'non_idempotent']);
     const readTimeoutMs = Number(directive('proxy_read_timeout')[0]?.replace(/s$/, '')) * 1000;

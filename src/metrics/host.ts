@@ -73,7 +73,9 @@ export class HostMetrics {
     fs.mkdirSync(this.dir, { recursive: true });
     this.server = net.createServer((socket) => this.answer(socket));
     await new Promise<void>((resolve, reject) => {
-      this.server!.once('error', reject).listen(this.socketName, () => resolve());
+      // exclusive: bound by this process itself; a cluster worker's listen() otherwise goes through
+      // the master, which would hold the socket for the whole cluster
+      this.server!.once('error', reject).listen({ path: this.socketName, exclusive: true }, () => resolve());
     });
     await this.writeOwnFile(false);
     await this.foldRetired();
