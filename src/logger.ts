@@ -43,7 +43,9 @@ export class LineQueue {
       return;
     }
     this.writing = true;
-    this.write_(line, () => this.next());
+    // a microtask, not a nested call: a stream that completes at once (PM2's hook when the logs go
+    // to /dev/null) would otherwise nest one call per queued line
+    this.write_(line, () => queueMicrotask(() => this.next()));
   }
 }
 
