@@ -53,8 +53,23 @@ function sequenceGaps(numbers: number[], last: number): string[] {
   return gaps.slice(0, 10);
 }
 
+const outFile = (p: Pm2Process): string => p.pm2_env.pm_out_log_path!;
+
 describe('log rotation', () => {
   let stack: Stack;
+  // the last number each process said it logged
+  const lastSeq = new Map<number, number>();
+  /** One burst of numbered lines, logged by whichever instance PM2's cluster master hands it to. */
+  const burst = async () => {
+    const res = await fetch(stack.url('/testing/log-lines'), {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ count: 300, pad: 200 }),
+    });
+    assert.equal(res.status, 200);
+    const { pid, lastSeq: seq } = (await res.json()) as { pid: number; lastSeq: number };
+    lastSeq.set(pid, Math.max(seq, lastSeq.get(pid) ?? 0));
+  };
 
   before(async () => {
     stack = await Stack.create({
@@ -78,19 +93,6 @@ describe('log rotation', () => {
   test(`when ${INSTANCES} instances log fast past a tiny max size, then every file rotates, every line stays whole JSON and none is lost`, async () => {
     const web = [...(await stack.web()).values()];
     assert.equal(web.length, INSTANCES);
-    const outFile = (p: Pm2Process) => p.pm2_env.pm_out_log_path!;
-    // the last number each process said it logged
-    const lastSeq = new Map<number, number>();
-    const burst = async () => {
-      const res = await fetch(stack.url('/testing/log-lines'), {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ count: 300, pad: 200 }),
-      });
-      assert.equal(res.status, 200);
-      const { pid, lastSeq: seq } = (await res.json()) as { pid: number; lastSeq: number };
-      lastSeq.set(pid, Math.max(seq, lastSeq.get(pid) ?? 0));
-    };
     let bursts = 0;
     await waitFor(
       `every instance's file rotated ${ROTATIONS} times`,
@@ -121,5 +123,26 @@ describe('log rotation', () => {
     const lines = [...lastSeq.values()].reduce((a, b) => a + b, 0);
     const rotated = web.map((p) => filesOldestFirst(outFile(p)).length - 1);
     process.stdout.write(`# ${bursts} bursts, ${lines} lines; rotations per instance: ${rotated.join(', ')}\n`);
+  });
+
+  test('when web is reloaded (pm2 reload ecosystem.config.js), then logrotate runs on, untouched, and rotates the new instances\' files', async () => {
+    const [before] = await stack.processes('logrotate');
+    await stack.pm2('reload', 'ecosystem.config.js');
+    await stack.waitReady(INSTANCES);
+    const web = [...(await stack.web()).values()];
+    const filesBefore = new Map(web.map((p) => [p.pid, filesOldestFirst(outFile(p)).length]));
+    await waitFor(
+      'a rotation of every instance\'s file after the reload',
+      async () => {
+        await Promise.all(Array.from({ length: 2 * INSTANCES }, burst));
+        return web.every((p) => filesOldestFirst(outFile(p)).length > filesBefore.get(p.pid)!);
+      },
+      { timeoutMs: 60_000, everyMs: 50 },
+    );
+    const [after] = await stack.processes('logrotate');
+    assert.ok(before && after);
+    assert.equal(after.pid, before.pid, 'the same logrotate process');
+    assert.equal(after.pm2_env.restart_time, 0);
+    assert.equal(fs.readFileSync(after.pm2_env.pm_err_log_path!, 'utf8'), '', 'logrotate said nothing on stderr');
   });
 });
