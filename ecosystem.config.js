@@ -96,7 +96,7 @@ if (!reloading) {
     stop_exit_codes: [78],
     time: true,
     // PM2's API would print "Reloading all logs..." at every reopen
-    env: { ...(production ? {} : web.env), PM2_SILENT: 'true' },
+    env: { PM2_SILENT: 'true' },
   });
 }
 
