@@ -14,12 +14,12 @@ export class LineQueue {
   private readonly lines: string[] = [];
   private writing = false;
   private readonly waiting: Array<() => void> = [];
-  private readonly write_: (text: string, done: () => void) => void;
+  private readonly writeOne: (text: string, done: () => void) => void;
 
   constructor(stream: NodeJS.WritableStream = process.stdout) {
     // bound now: captureStdout() replaces process.stdout.write afterwards
     const write = stream.write.bind(stream) as (text: string, done: () => void) => boolean;
-    this.write_ = (text, done) => void write(text, done);
+    this.writeOne = (text, done) => void write(text, done);
   }
 
   /** pino's destination API: one whole line per call. */
@@ -29,7 +29,7 @@ export class LineQueue {
     return true;
   }
 
-  /** pino's `logger.flush(cb)`: `done` runs once every line queued so far has been written. */
+  /** pino's `logger.flush(cb)`: `done` runs once the queue is empty (every line queued so far written). */
   flush(done: () => void): void {
     if (this.writing) this.waiting.push(done);
     else done();
@@ -45,7 +45,7 @@ export class LineQueue {
     this.writing = true;
     // a microtask, not a nested call: a stream that completes at once (PM2's hook when the logs go
     // to /dev/null) would otherwise nest one call per queued line
-    this.write_(line, () => queueMicrotask(() => this.next()));
+    this.writeOne(line, () => queueMicrotask(() => this.next()));
   }
 }
 
