@@ -84,6 +84,22 @@ if (!production) {
   }
 }
 
+// Renames PM2's log files past LOG_ROTATE_MAX_SIZE and has PM2 reopen them, losing no line
+// (src/ops/log-rotation.ts, docs/log-rotation.md). Not on a reload, which declares web alone.
+if (!reloading) {
+  apps.push({
+    name: 'logrotate',
+    namespace: 'sitelog',
+    script: 'dist/ops/logrotate.js',
+    cwd: __dirname,
+    exec_mode: 'fork',
+    stop_exit_codes: [78],
+    time: true,
+    // PM2's API would print "Reloading all logs..." at every reopen
+    env: { PM2_SILENT: 'true' },
+  });
+}
+
 module.exports = {
   apps,
   // `pm2 deploy production setup`, then `pm2 deploy production`: PM2 fetches the ref over SSH into

@@ -7,7 +7,8 @@
 #   fetch the ref → npm ci, build, prune → migrations, once → start it as the idle slot's PM2 app
 #   (web-blue on PORT, web-green on PORT+1) → wait until every instance is online and its /readyz
 #   answers 200 → point nginx at its port (nginx -s reload is graceful) → /readyz through nginx →
-#   stop the old slot once nginx's old workers are gone → `current`, pm2 save.
+#   stop the old slot once nginx's old workers are gone → `current`, the release's logrotate app,
+#   pm2 save (what a boot resurrects).
 # A release that cannot start or never turns ready is stopped and removed, and nginx and the live
 # release are never touched: users see nothing. Exit 1 with the new instances' own last lines.
 # Everything the release runs, runs as the app user; root is needed for nginx only.
@@ -140,7 +141,8 @@ grep -qx "$candidate" <<<"$apps" && pm2_app delete "$candidate" >/dev/null
 log "starting $short as $candidate on port $new_port"
 started=$SECONDS
 start_log=$(mktemp)
-(cd "$release" && with_env as_app env PORT="$new_port" SITELOG_SLOT="$new" "$PM2" start ecosystem.config.js --env production --update-env >"$start_log" 2>&1) &
+# --only: the release's logrotate app replaces the live one's in step 7, once the release is committed
+(cd "$release" && with_env as_app env PORT="$new_port" SITELOG_SLOT="$new" "$PM2" start ecosystem.config.js --env production --update-env --only "$candidate" >"$start_log" 2>&1) &
 starting=$!
 if ! (cd "$release" && with_env as_app node dist/ops/wait-ready.js --app "$candidate" --url "http://127.0.0.1:$new_port/readyz" --timeout "$CHECK_SECONDS"); then
   kill "$starting" 2>/dev/null || true
@@ -234,6 +236,11 @@ fi
 echo "$new" > "$SLOT_FILE"
 ln -sfn "$release" "$CURRENT.next" && mv -T "$CURRENT.next" "$CURRENT"
 candidate=""
+# the log rotation (rename, then PM2 reopens: docs/log-rotation.md) runs from the live release:
+# started anew, since a restart would keep the old release's folder, which step 8 deletes in time
+pm2_app delete logrotate >/dev/null 2>&1 || true
+(cd "$release" && with_env as_app "$PM2" start ecosystem.config.js --env production --only logrotate >/dev/null)
+# what `pm2 resurrect` brings back at boot (provision.sh's pm2-<user>.service): this release's apps
 pm2_app save --force >/dev/null
 log "$short is live (deploy took $SECONDS s)"
 

@@ -141,23 +141,17 @@ else
   did "pm2 $pm2_version in $PM2_DIR"
 fi
 PM2="$PM2_DIR/node_modules/.bin/pm2"
+# Log rotation is each release's logrotate app (ecosystem.config.js, started by deploy.sh): it renames
+# a file past LOG_ROTATE_MAX_SIZE and has PM2 reopen it, losing no line. pm2-logrotate, which earlier
+# provisions installed, copies then truncates (what is written in between is lost): it goes.
 if [ -d "$PM2_HOME_DIR/modules/pm2-logrotate" ]; then
-  ok "pm2-logrotate"
+  as_app "$PM2" uninstall pm2-logrotate >/dev/null 2>&1 || as_app rm -rf "$PM2_HOME_DIR/modules/pm2-logrotate"
+  did "pm2-logrotate removed (each release's logrotate app rotates the logs)"
 else
-  as_app "$PM2" install pm2-logrotate >/dev/null
-  did "pm2-logrotate"
+  ok "log rotation: each release's logrotate app (LOG_ROTATE_* in $ENV_FILE; no pm2-logrotate)"
 fi
-# 20 MB per file, 14 files kept, compressed, rotated daily too; dates in the rotated files' names
-declare -A rotate=([max_size]=20M [retain]=14 [compress]=true [rotateInterval]='0 0 * * *' [dateFormat]=YYYY-MM-DD_HH-mm-ss)
-for key in "${!rotate[@]}"; do
-  current=$(as_app node -p "try { require('$PM2_HOME_DIR/module_conf.json')['pm2-logrotate']['$key'] ?? '' } catch { '' }")
-  if [ "$current" = "${rotate[$key]}" ]; then
-    ok "pm2-logrotate $key ${rotate[$key]}"
-  else
-    as_app "$PM2" set "pm2-logrotate:$key" "${rotate[$key]}" >/dev/null
-    did "pm2-logrotate $key ${rotate[$key]}"
-  fi
-done
+# The boot start: systemd runs `pm2 resurrect` as the app user, which brings back what deploy.sh
+# saved (`pm2 save` after each switch: the live slot and the logrotate app).
 if systemd; then
   if systemctl is-enabled "pm2-$APP_USER" >/dev/null 2>&1; then
     ok "boot start: pm2-$APP_USER.service"

@@ -1,6 +1,6 @@
 import { ConfigError, EXIT_CONFIG, loadConfig, type Config } from './config.js';
 import { FatalDatabaseError, PoolBudgetError } from './db/database.js';
-import { createLogger, flushed } from './logger.js';
+import { captureStdout, createLogger, flushed } from './logger.js';
 import { Shutdown } from './shutdown.js';
 import { startWebProcess } from './startup.js';
 import { SHUTDOWN_MS } from './timeouts.js';
@@ -17,6 +17,7 @@ async function main(): Promise<void> {
     process.exit(EXIT_CONFIG);
   }
   const logger = createLogger({ host: config.SITELOG_HOST, instance: config.INSTANCE, level: config.LOG_LEVEL });
+  captureStdout(logger);
   const shutdown = new Shutdown(logger, SHUTDOWN_MS);
   // PM2 sends SIGINT (its kill_signal), or the 'shutdown' message with shutdown_with_message.
   process.on('SIGINT', () => void shutdown.begin('SIGINT'));

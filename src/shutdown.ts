@@ -1,4 +1,4 @@
-import { flushed, type Logger } from './logger.js';
+import { logsWritten, type Logger } from './logger.js';
 
 /**
  * The one way out of the process: idempotent, runs the registered steps newest first (what started
@@ -45,7 +45,7 @@ export class Shutdown {
       }
     }
     this.logger.info('stopped');
-    await flushed(process.stdout);
+    await logsWritten(this.logger);
     clearTimeout(force);
     this.exit(exitCode);
   }

@@ -213,7 +213,12 @@ describe('deploy', { timeout: 900_000 }, () => {
     const slot = fs.readFileSync(path.join(home(), 'live-slot'), 'utf8').trim();
     assert.notEqual(slot, slotBefore);
     const instances = os.availableParallelism(); // provision's WEB_INSTANCES=max
-    assert.deepEqual((await apps()).map((p) => p.name), Array(instances).fill(`web-${slot}`));
+    assert.deepEqual((await apps()).map((p) => p.name).sort(), [...Array<string>(instances).fill(`web-${slot}`), 'logrotate'].sort());
+    // the log rotation runs from the live release, which boot brings back (pm2 save)
+    const logrotate = (await apps()).find((p) => p.name === 'logrotate')!;
+    assert.equal((logrotate.pm2_env as { pm_cwd?: string }).pm_cwd, fs.realpathSync(path.join(home(), 'current')));
+    const saved = fs.readFileSync(path.join(home(), '.pm2', 'dump.pm2'), 'utf8');
+    assert.deepEqual([...new Set((JSON.parse(saved) as Array<{ name: string }>).map((p) => p.name))].sort(), ['logrotate', `web-${slot}`]);
     const added = (await startupLog()).slice(logBefore.length).map((r) => r.description);
     assert.equal(added.filter((d) => d === 'server started').length, 0);
     const expected = Array.from({ length: instances }, (_, k) => `instance ${k} reloaded (pid)`);

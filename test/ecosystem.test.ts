@@ -28,7 +28,7 @@ describe("PM2's command, as the ecosystem file reads it", () => {
     });
   }
 
-  test('when the file is evaluated for a local reload, then it declares web alone; for a start, web and the database (PROXY_PORT=0: no nginx)', async () => {
+  test('when the file is evaluated for a local reload, then it declares web alone; for a start, web, the database and the log rotation (PROXY_PORT=0: no nginx)', async () => {
     const apps = async (command: string) => {
       const script = `process.argv = ['node', 'pm2', '${command}', 'ecosystem.config.js']; console.log(JSON.stringify(require('./ecosystem.config.js').apps.map((a) => a.name)))`;
       const env = { PATH: process.env['PATH'], HOME: process.env['HOME'], DATA_DIR: '/nonexistent/sitelog-ecosystem-test', PROXY_PORT: '0' };
@@ -36,6 +36,6 @@ describe("PM2's command, as the ecosystem file reads it", () => {
       return JSON.parse(stdout) as string[];
     };
     assert.deepEqual(await apps('reload'), ['web']);
-    assert.deepEqual(await apps('start'), ['web', 'db']);
+    assert.deepEqual(await apps('start'), ['web', 'db', 'logrotate']);
   });
 });

@@ -222,7 +222,7 @@ export function keepaliveOrder({ nginx }: Facts): Finding | Finding[] {
 export function logDisk({ disk, limits }: Facts): Finding {
   if (disk.freeMb >= limits.minFreeMb) return ok('log-disk', `${disk.freeMb} MB free for logs in ${disk.dir}`);
   const detail = `${disk.freeMb} MB free for logs in ${disk.dir} (below ${limits.minFreeMb} MB): PM2 stops writing logs when the disk fills`;
-  return fail('log-disk', detail, 'free space, and let pm2-logrotate cap the logs (deploy/provision.sh sets it up)');
+  return fail('log-disk', detail, 'free space; the logrotate app caps each log at LOG_ROTATE_MAX_SIZE × (LOG_ROTATE_KEEP + 1)');
 }
 
 export const checks: Check[] = [

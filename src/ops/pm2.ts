@@ -82,6 +82,7 @@ export async function withPm2<T>(work: (api: Pm2Api) => Promise<T>, home = pm2Ho
     stop: (name) => call<void>((cb) => api.stop(name, (err) => cb(err ?? null, undefined))),
     delete: (name) => call<void>((cb) => api.delete(name, (err) => cb(err ?? null, undefined))),
     killDaemon: () => call<void>((cb) => api.killDaemon((err) => cb(err ?? null, undefined))),
+    reloadLogs: () => call<void>((cb) => api.reloadLogs((err) => cb(err ?? null, undefined))),
   };
   try {
     return await work(client);
@@ -99,6 +100,8 @@ export type Pm2Api = {
   stop(name: string): Promise<void>;
   delete(name: string): Promise<void>;
   killDaemon(): Promise<void>;
+  /** Every process's log files closed and opened again by path (after they were renamed). */
+  reloadLogs(): Promise<void>;
 };
 
 const isSitelog = (p: Pm2Process): boolean => p.pm2_env?.namespace === 'sitelog';

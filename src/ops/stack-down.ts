@@ -1,12 +1,13 @@
 import { pm2 as cli, withPm2 } from './pm2.js';
 
-// `npm stop`: web first (its shutdown still needs the database), then nginx, then the database.
+// `npm stop`: web first (its shutdown still needs the database), then nginx, then the database, and
+// the log rotation last.
 // Data stays in DATA_DIR. The PM2 daemon goes too when nothing else runs under it.
 
 async function main(): Promise<void> {
   const left = await withPm2(async (pm2) => {
     const running = new Set((await pm2.list()).map((p) => p.name));
-    for (const name of ['web', 'proxy', 'db'].filter((n) => running.has(n))) {
+    for (const name of ['web', 'proxy', 'db', 'logrotate'].filter((n) => running.has(n))) {
       await pm2.delete(name);
       process.stdout.write(`stopped ${name}\n`);
     }

@@ -56,7 +56,7 @@ async function up(pm2: Pm2Api, stack: LocalStack): Promise<void> {
   }
   // starts what is missing (everything on a first start); what a failed start left stopped or
   // errored is deleted first, so that its old state is not taken for a new failure
-  const wanted = ['db', 'web', 'proxy'].filter((name) => (name === 'db' ? stack.db : name === 'proxy' ? !!stack.proxy : true));
+  const wanted = ['db', 'web', 'proxy', 'logrotate'].filter((name) => (name === 'db' ? stack.db : name === 'proxy' ? !!stack.proxy : true));
   const missing = wanted.filter((name) => !online.has(name));
   const now = await pm2.list();
   for (const name of new Set(now.filter((p) => missing.includes(p.name)).map((p) => p.name))) await pm2.delete(name);
