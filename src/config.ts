@@ -46,6 +46,7 @@ export const envFields = {
   DATA_DIR: z.string().default('./.data').describe('runtime state'),
   NODE_APP_INSTANCE: z.coerce.number().int().min(0).default(0).describe('set by PM2: this instance id'),
   restart_time: z.coerce.number().int().min(0).default(0).describe('set by PM2: restarts of this instance'),
+  pm_out_log_path: z.string().optional().describe("set by PM2: this instance's log file (the watchdog writes its last line there)"),
   EMBEDDED_PG_PORT: port.default(5433).describe('port of the embedded PostgreSQL (local stack only)'),
   LOG_RETENTION_DAYS: z.coerce
     .number()
@@ -75,10 +76,11 @@ export const envFields = {
 const schema = z.object(envFields);
 
 export type Config = Readonly<
-  Omit<z.infer<typeof schema>, 'WEB_INSTANCES' | 'NODE_APP_INSTANCE' | 'restart_time' | 'EMBEDDED_PG_PORT' | 'SECRETS_FILE'> & {
+  Omit<z.infer<typeof schema>, 'WEB_INSTANCES' | 'NODE_APP_INSTANCE' | 'restart_time' | 'pm_out_log_path' | 'EMBEDDED_PG_PORT' | 'SECRETS_FILE'> & {
     WEB_INSTANCES: number;
     INSTANCE: number;
     PM2_RESTARTS: number;
+    PM2_OUT_LOG: string | undefined;
   }
 >;
 
@@ -139,7 +141,7 @@ export function proxyTrustProblem(bindAddress: string, trustProxy: readonly stri
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
-  const { WEB_INSTANCES, NODE_APP_INSTANCE, restart_time, EMBEDDED_PG_PORT: _port, SECRETS_FILE: _file, ...rest } = parseEnv(
+  const { WEB_INSTANCES, NODE_APP_INSTANCE, restart_time, pm_out_log_path, EMBEDDED_PG_PORT: _port, SECRETS_FILE: _file, ...rest } = parseEnv(
     schema,
     withLocalSecrets(env),
   );
@@ -151,5 +153,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     WEB_INSTANCES: WEB_INSTANCES === 'max' ? os.availableParallelism() : WEB_INSTANCES,
     INSTANCE: NODE_APP_INSTANCE,
     PM2_RESTARTS: restart_time,
+    PM2_OUT_LOG: pm_out_log_path,
   });
 }
