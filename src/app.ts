@@ -11,6 +11,7 @@ import { instancesRouter } from './instances/routes.js';
 import type { Logger } from './logger.js';
 import { logsRouter } from './logs/routes.js';
 import { consoleRouter } from './console/routes.js';
+import { blockRouter } from './testing/block.js';
 import { REQUEST_DEADLINE_MS } from './timeouts.js';
 import { cookies, findSession, SESSION_COOKIE, type Session } from './console/session.js';
 
@@ -149,6 +150,8 @@ export function createApp(ctx: AppContext): express.Express {
   app.use(healthRouter(ctx));
   app.use(homeRouter(ctx));
   app.use(consoleRouter(ctx));
+  // routes that harm the process, for the tests that need them; absent (404) unless the flag is set
+  if (ctx.config.SITELOG_TEST_ROUTES) app.use(blockRouter(ctx));
   app.use((req, _res, next) => next(notFound(`no route for ${req.method} ${req.path.slice(0, 100)}`)));
   app.use(errorHandler(ctx.logger, (reason) => ctx.gate.close(reason)));
   return app;
