@@ -284,3 +284,36 @@ describe('when one worker\'s event loop stays blocked for 30 s under load throug
     assert.equal(run.duplicates, 0);
   });
 });
+
+describe('when pm2 reload replaces every instance under load', { timeout: 180_000 }, () => {
+  let postgres: TestPostgres;
+  before(async () => {
+    postgres = await startPostgres();
+  });
+  after(async () => {
+    await postgres?.stop();
+  });
+
+  test('then each old process shuts down gracefully and no watchdog fires', async () => {
+    const stack = await Stack.create({ instances: 2, proxy: true, databaseUrl: postgres.url('sitelog') });
+    try {
+      await stack.start();
+      const before = await pids(stack);
+      const traffic = startTraffic(stack.url(''), { connections: 8, maxMs: 60_000 });
+      try {
+        await waitFor('traffic flowing', () => traffic.samples.length >= 100);
+        await stack.pm2('reload', 'ecosystem.config.js');
+        await stack.waitReady(2);
+      } finally {
+        await traffic.stop();
+      }
+      const lines = stack.webLogLines();
+      // the graceful shutdown's last line: every step ran, none was cut short
+      const stopped = lines.filter((l) => l['msg'] === 'stopped').map((l) => l['pid']);
+      assert.deepEqual(stopped.sort(), [...before.values()].sort());
+      assert.deepEqual(lines.filter((l) => l['event'] === 'event_loop_blocked'), []);
+    } finally {
+      await stack.stop();
+    }
+  });
+});
