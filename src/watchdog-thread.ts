@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import { workerData } from 'node:worker_threads';
+import { isMainThread, workerData } from 'node:worker_threads';
 import { fatalLine, stalledAfterCheck, type WatchdogData } from './watchdog.js';
 
 // The watchdog's thread, started by armWatchdog (src/watchdog.ts). Its event loop is its own, so it
@@ -7,6 +7,7 @@ import { fatalLine, stalledAfterCheck, type WatchdogData } from './watchdog.js';
 // main thread (a worker's stdout is relayed by the main loop, and PM2's log hooks live there): it
 // writes its line itself, synchronously, then kills the process.
 
+if (isMainThread) throw new Error('watchdog-thread.js runs as the watchdog thread only: armWatchdog (src/watchdog.ts) starts it');
 const data = workerData as WatchdogData;
 const beats = new Int32Array(data.heartbeat);
 

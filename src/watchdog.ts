@@ -6,8 +6,9 @@ import { WATCHDOG_BLOCKED_MS, WATCHDOG_CHECK_MS } from './timeouts.js';
 
 // A blocked event loop cannot watch itself: a thread of its own does. The main thread counts
 // heartbeats into shared memory; the watchdog thread (watchdog-thread.ts) checks that they move, and
-// when they have not moved for WATCHDOG_BLOCKED_MS it writes one fatal line and kills the process with
-// SIGKILL, which PM2 restarts. docs/watchdog.md: the numbers, and what clients see meanwhile.
+// when they have not moved for WATCHDOG_BLOCKED_MS it writes one fatal line, takes the process off the
+// cluster master's round robin, and kills it with SIGKILL; PM2 restarts it. docs/watchdog.md: the
+// numbers, and what clients see meanwhile.
 
 /** The fields every log line of the process carries (src/logger.ts). */
 export type LogBase = { host: string; instance: number; pid: number };
