@@ -13,6 +13,7 @@ import { logsRouter } from './logs/routes.js';
 import { consoleRouter } from './console/routes.js';
 import { metricsRouter } from './metrics/routes.js';
 import { logLinesRouter } from './testing/log-lines.js';
+import { blockRouter } from './testing/block.js';
 import { REQUEST_DEADLINE_MS } from './timeouts.js';
 import { cookies, findSession, SESSION_COOKIE, type Session } from './console/session.js';
 
@@ -153,7 +154,8 @@ export function createApp(ctx: AppContext): express.Express {
   app.use(metricsRouter(ctx.metrics.host, ctx.config.METRICS_ALLOW));
   app.use(homeRouter(ctx));
   app.use(consoleRouter(ctx));
-  if (ctx.config.SITELOG_TEST_ROUTES) app.use(logLinesRouter(ctx));
+  // routes that harm the process or flood its log, for the tests that need them; absent (404) unless set
+  if (ctx.config.SITELOG_TEST_ROUTES) app.use(blockRouter(ctx), logLinesRouter(ctx));
   app.use((req, _res, next) => next(notFound(`no route for ${req.method} ${req.path.slice(0, 100)}`)));
   app.use(errorHandler(ctx.logger, (reason) => ctx.gate.close(reason)));
   return app;

@@ -47,6 +47,7 @@ export const envFields = {
   NODE_APP_INSTANCE: z.coerce.number().int().min(0).default(0).describe('set by PM2: this instance id'),
   restart_time: z.coerce.number().int().min(0).default(0).describe('set by PM2: restarts of this instance'),
   name: z.string().min(1).default('web').describe('set by PM2: the app this process belongs to (web, or web-blue / web-green under deploy.sh)'),
+  pm_out_log_path: z.string().optional().describe("set by PM2: this instance's log file (the watchdog writes its last line there)"),
   EMBEDDED_PG_PORT: port.default(5433).describe('port of the embedded PostgreSQL (local stack only)'),
   LOG_RETENTION_DAYS: z.coerce
     .number()
@@ -76,11 +77,12 @@ export const envFields = {
 const schema = z.object(envFields);
 
 export type Config = Readonly<
-  Omit<z.infer<typeof schema>, 'WEB_INSTANCES' | 'NODE_APP_INSTANCE' | 'restart_time' | 'name' | 'EMBEDDED_PG_PORT' | 'SECRETS_FILE'> & {
+  Omit<z.infer<typeof schema>, 'WEB_INSTANCES' | 'NODE_APP_INSTANCE' | 'restart_time' | 'name' | 'pm_out_log_path' | 'EMBEDDED_PG_PORT' | 'SECRETS_FILE'> & {
     WEB_INSTANCES: number;
     PM2_APP: string;
     INSTANCE: number;
     PM2_RESTARTS: number;
+    PM2_OUT_LOG: string | undefined;
   }
 >;
 
@@ -141,7 +143,7 @@ export function proxyTrustProblem(bindAddress: string, trustProxy: readonly stri
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
-  const { WEB_INSTANCES, NODE_APP_INSTANCE, restart_time, name, EMBEDDED_PG_PORT: _port, SECRETS_FILE: _file, ...rest } = parseEnv(
+  const { WEB_INSTANCES, NODE_APP_INSTANCE, restart_time, name, pm_out_log_path, EMBEDDED_PG_PORT: _port, SECRETS_FILE: _file, ...rest } = parseEnv(
     schema,
     withLocalSecrets(env),
   );
@@ -154,5 +156,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     INSTANCE: NODE_APP_INSTANCE,
     PM2_RESTARTS: restart_time,
     PM2_APP: name,
+    PM2_OUT_LOG: pm_out_log_path,
   });
 }

@@ -4,6 +4,7 @@ import { captureStdout, createLogger, flushed } from './logger.js';
 import { Shutdown } from './shutdown.js';
 import { startWebProcess } from './startup.js';
 import { SHUTDOWN_MS } from './timeouts.js';
+import { armWatchdog } from './watchdog.js';
 
 // The process PM2 runs, one per cluster instance. Importing it elsewhere is a mistake: it starts.
 async function main(): Promise<void> {
@@ -42,6 +43,7 @@ async function main(): Promise<void> {
     { url: `http://127.0.0.1:${config.PORT}/`, startupMs: Math.round(performance.now()) },
     `instance ${config.INSTANCE} ready`,
   );
+  armWatchdog(logger, { logFile: config.PM2_OUT_LOG, base: { host: config.SITELOG_HOST, instance: config.INSTANCE, pid: process.pid } });
   process.send?.('ready');
 }
 

@@ -34,3 +34,17 @@ export const STATEMENT_TIMEOUT_MS = 5_000;
  * a connection PM2's cluster master handed to a worker as it died, which nobody will ever read.
  */
 export const REQUEST_DEADLINE_MS = 10_000;
+
+/**
+ * A web process whose event loop has not turned for this long is killed (SIGKILL) by its watchdog
+ * thread, and PM2 restarts it (src/watchdog.ts, docs/watchdog.md). Nothing a healthy instance does
+ * comes near it: the longest pause measured (every 5 s window of 24 clients reading the largest page,
+ * 200 entries × 10,000 characters, then 64 reading small ones, on 2 busy cores) was 0.9 s, GC included.
+ * Startup is not watched (the watchdog is armed when the process is ready) and a graceful shutdown
+ * only awaits. Not longer: the loop is found blocked within this plus a check (WATCHDOG_CHECK_MS),
+ * and a new instance takes 2-4 s to be ready on a loaded machine, all within the 10 s that issue #13
+ * allows between a hung worker and its replacement.
+ */
+export const WATCHDOG_BLOCKED_MS = 3_000;
+/** How often the watchdog thread looks for the main thread's heartbeat (which beats twice as often). */
+export const WATCHDOG_CHECK_MS = 500;
