@@ -2,8 +2,9 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import client, { type MetricObjectWithValues, type MetricValue } from 'prom-client';
+import client from 'prom-client';
 import type { Logger } from '../logger.js';
+import { countersOnly, highest, holdCounters, isGone, parseProcessFileName, processFileName, withLabel, type Metrics } from './counters.js';
 import type { Instruments, Sample } from './instruments.js';
 
 // The host's metrics: every web instance of this host summed, never one random worker's numbers.
@@ -17,8 +18,6 @@ import type { Instruments, Sample } from './instruments.js';
 // - a process killed -9 loses what it counted since its file's last copy (≤ 1 s): the host's
 //   counters then stay flat until they pass what was reported before (reported.json), because
 //   Prometheus takes any decrease for a reset and would see a spike.
-
-type Metrics = MetricObjectWithValues<MetricValue<string>>[];
 
 /** One process's file: who it is, where it answers, and its counters as of `writtenAt`. */
 type ProcessFile = {
@@ -46,7 +45,6 @@ const FOLD_EVERY_MS = 60_000;
 /** How long a scrape waits for one process's answer (a blocked one is then read from its file). */
 const ASK_TIMEOUT_MS = 1_000;
 
-const PROCESS_FILE = /^p-(\d+)-(\d+)\.json$/;
 const RETIRED_FILE = /^r-(.+)-(\d+)-(\d+)\.json$/;
 
 export class HostMetrics {
@@ -55,6 +53,8 @@ export class HostMetrics {
   private readonly socketName: string;
   private server: net.Server | undefined;
   private timers: NodeJS.Timeout[] = [];
+  /** Files already warned about, so a bad file is one warning, not one per scrape. */
+  private readonly unreadable = new Set<string>();
 
   constructor(
     private readonly dir: string,
@@ -62,10 +62,11 @@ export class HostMetrics {
     private readonly instruments: Instruments,
     private readonly logger: Logger,
   ) {
-    this.file = path.join(dir, `p-${me.pid}-${this.started}.json`);
-    // Linux's abstract namespace: no file to clean up, no path length limit, private to the host's
-    // network namespace.
-    this.socketName = `\0sitelog-metrics-${crypto.createHash('sha256').update(dir).digest('hex').slice(0, 16)}-${me.pid}`;
+    this.file = path.join(dir, processFileName(me.pid, this.started));
+    // Linux's abstract namespace: no file to clean up, no path length limit, one namespace per
+    // network namespace (each host of the multi-host test has its own). Any local user can connect:
+    // what it answers is what /metrics shows, no secret. Named by pid and start, like the file.
+    this.socketName = `\0sitelog-metrics-${crypto.createHash('sha256').update(dir).digest('hex').slice(0, 16)}-${me.pid}-${this.started}`;
   }
 
   /** Answers the other processes, writes this process's file, folds what its predecessors left. */
@@ -78,7 +79,8 @@ export class HostMetrics {
       this.server!.once('error', reject).listen({ path: this.socketName, exclusive: true }, () => resolve());
     });
     await this.writeOwnFile(false);
-    await this.foldRetired();
+    // metrics never stop a process from starting
+    await this.foldRetired().catch((err: unknown) => this.logger.warn({ err }, 'metrics: could not fold'));
     this.timers = [
       setInterval(() => void this.writeOwnFile(false).catch((err: unknown) => this.logger.warn({ err }, 'metrics: could not write this process\'s file')), WRITE_EVERY_MS),
       setInterval(() => void this.foldRetired().catch((err: unknown) => this.logger.warn({ err }, 'metrics: could not fold')), FOLD_EVERY_MS),
@@ -98,41 +100,24 @@ export class HostMetrics {
     const parts = await this.collect();
     const series = parts.flatMap(({ instance, metrics }) => [metrics, withLabel(metrics, 'instance', String(instance))]);
     const summed = (await client.AggregatorRegistry.aggregate(series).getMetricsAsJSON()) as Metrics;
-    return client.AggregatorRegistry.aggregate([this.neverBelowReported(summed)]).metrics();
+    return client.AggregatorRegistry.aggregate([this.heldAtReported(summed)]).metrics();
   }
 
-  /** Counters as reported, raised to what an earlier scrape reported where a crash lost counts. */
-  private neverBelowReported(metrics: Metrics): Metrics {
+  /** holdCounters against reported.json, which keeps, series by series, the highest any scrape reported. */
+  private heldAtReported(metrics: Metrics): Metrics {
     const file = path.join(this.dir, 'reported.json');
-    let reported: Record<string, number> = {};
-    try {
-      reported = readJson<Record<string, number>>(file);
-    } catch {
-      // the first scrape, or a file cut short: nothing to hold to
-    }
-    const now: Record<string, number> = {};
-    const raised = metrics.map((m) =>
-      String(m.type) === 'gauge'
-        ? m
-        : {
-            ...m,
-            values: m.values.map((v) => {
-              const key = `${(v as { metricName?: string }).metricName ?? m.name}${JSON.stringify(Object.entries(v.labels).sort())}`;
-              const value = Math.max(v.value, reported[key] ?? 0);
-              now[key] = value;
-              return { ...v, value };
-            }),
-          },
-    );
-    writeAtomically(file, JSON.stringify(now));
-    return raised;
+    const { held, now } = holdCounters(metrics, readReported(file));
+    // read again just before writing: a scrape on another instance meanwhile keeps its figures
+    writeAtomically(file, JSON.stringify(highest(readReported(file), now)));
+    return held;
   }
 
   /** The live console's data: the recent samples of every live instance of this host. */
   async liveSamples(): Promise<LiveInstance[]> {
     const { processes } = this.readFolder();
+    const names = [...processes.keys()];
     const answers = await Promise.all(
-      [...processes.values()].filter((f) => !f.final && alive(f.pid)).map((f) => ask<LiveInstance>(f.socket, 'samples').catch(() => undefined)),
+      [...processes].filter(([name, f]) => !isGone(name, f, names, alive)).map(([, f]) => ask<LiveInstance>(f.socket, 'samples').catch(() => undefined)),
     );
     return answers.filter((a): a is LiveInstance => a !== undefined).sort((a, b) => a.instance - b.instance);
   }
@@ -169,36 +154,49 @@ export class HostMetrics {
    * file listed a moment ago) starts the read again.
    */
   private async collect(attempt = 1): Promise<Array<{ instance: number; metrics: Metrics }>> {
-    try {
-      const { processes, retired } = this.readFolder();
-      const absorbed = new Set([...retired.values()].flatMap((r) => r.absorbed));
-      const parts = [...retired.values()].map((r) => ({ instance: r.instance, metrics: r.metrics }));
-      for (const [name, file] of processes) {
-        if (absorbed.has(name)) continue;
-        parts.push({ instance: file.instance, metrics: await this.currentCounters(name, file) });
-      }
-      return parts;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || attempt >= 5) throw err;
-      return this.collect(attempt + 1);
-    }
+    const { processes, retired, vanished } = this.readFolder();
+    const absorbed = new Set([...retired.values()].flatMap((r) => r.absorbed));
+    const names = [...processes.keys()];
+    const current = await Promise.all(
+      [...processes].filter(([name]) => !absorbed.has(name)).map(async ([name, file]) => ({ instance: file.instance, metrics: await this.currentCounters(name, file, names) })),
+    );
+    // a fold deleted a file under the read: read again (five reads changing under each other is
+    // not a fold; the held counters cover what a last read may miss)
+    if ((vanished || current.some((c) => c.metrics === VANISHED)) && attempt < 5) return this.collect(attempt + 1);
+    return [...[...retired.values()].map((r) => ({ instance: r.instance, metrics: r.metrics })), ...current.filter((c) => c.metrics !== VANISHED)];
   }
 
   /** A live process's counters now; a process that is gone (or does not answer), its file's last. */
-  private async currentCounters(name: string, file: ProcessFile): Promise<Metrics> {
-    if (file.final || !alive(file.pid)) return countersOnly(file.metrics);
+  private async currentCounters(name: string, file: ProcessFile, names: readonly string[]): Promise<Metrics> {
+    if (isGone(name, file, names, alive)) return countersOnly(file.metrics);
     try {
       return await ask<Metrics>(file.socket, 'metrics');
     } catch {
       // stopped between the listing and the question (its final file is written by now), or blocked
-      return countersOnly(readJson<ProcessFile>(path.join(this.dir, name)).metrics);
+      const last = readJsonIfThere<ProcessFile>(path.join(this.dir, name));
+      return last ? countersOnly(last.metrics) : VANISHED;
     }
   }
 
-  /** The process files (by name) and the newest retired file of each instance. */
-  private readFolder(): { processes: Map<string, ProcessFile>; retired: Map<string, RetiredFile & { generation: number }> } {
+  /**
+   * The process files (by name) and the newest retired file of each instance. A file that went
+   * between the listing and its read (a fold deleted it) sets `vanished`: a scrape reads again. One
+   * that cannot be parsed is skipped with a warning: metrics never fail a scrape for one bad file.
+   */
+  private readFolder(): { processes: Map<string, ProcessFile>; retired: Map<string, RetiredFile & { generation: number }>; vanished: boolean } {
     const names = fs.readdirSync(this.dir);
-    const processes = new Map<string, ProcessFile>();
+    let vanished = false;
+    const read = <T>(name: string): T | undefined => {
+      try {
+        const content = readJsonIfThere<T>(path.join(this.dir, name));
+        if (content === undefined) vanished = true;
+        return content;
+      } catch (err) {
+        if (!this.unreadable.has(name)) this.logger.warn({ err, file: name }, 'metrics: a file in DATA_DIR/metrics cannot be read; it is left out');
+        this.unreadable.add(name);
+        return undefined;
+      }
+    };
     const newest = new Map<string, { name: string; generation: number }>();
     for (const name of names) {
       const retired = RETIRED_FILE.exec(name);
@@ -208,34 +206,54 @@ export class HostMetrics {
         if ((newest.get(key)?.generation ?? -1) < generation) newest.set(key, { name, generation });
       }
     }
-    const retired = new Map([...newest].map(([key, { name, generation }]) => [key, { ...readJson<RetiredFile>(path.join(this.dir, name)), generation }]));
+    const retired = new Map<string, RetiredFile & { generation: number }>();
+    for (const [key, { name, generation }] of newest) {
+      const content = read<RetiredFile>(name);
+      if (content) retired.set(key, { ...content, generation });
+    }
     // listed before the retired files were read: a file folded meanwhile is either absorbed in what
-    // was read, or gone when read below (ENOENT: the read starts again)
-    for (const name of names) if (PROCESS_FILE.test(name)) processes.set(name, readJson<ProcessFile>(path.join(this.dir, name)));
-    return { processes, retired };
+    // was read, or gone when read below (the read starts again)
+    const processes = new Map<string, ProcessFile>();
+    for (const name of names) {
+      const content = parseProcessFileName(name) ? read<ProcessFile>(name) : undefined;
+      if (content) processes.set(name, content);
+    }
+    return { processes, retired, vanished };
   }
 
   /**
-   * Folds the files of this instance's processes that are gone into a new generation of its retired
-   * file, then deletes them. A generation is created with link(2), which fails when it exists: two
-   * processes folding at once (a reload's old and new one) cannot both win, so none is lost.
+   * Folds the files of processes that are gone, instance by instance, into a new generation of that
+   * instance's retired file, then deletes them. A generation is created with link(2), which fails
+   * when it exists: two processes folding one instance at once (a reload's old and new process)
+   * cannot both win, so nothing is lost or counted twice. Any process folds any instance's files:
+   * those of an instance id that a scale-down removed too.
    */
   private async foldRetired(): Promise<void> {
     const { processes, retired } = this.readFolder();
-    const key = `${this.me.app}-${this.me.instance}`;
-    const previous = retired.get(key);
-    const gone = [...processes].filter(([, f]) => f.app === this.me.app && f.instance === this.me.instance && (f.final || !alive(f.pid)));
+    const names = [...processes.keys()];
+    const goneByKey = new Map<string, Array<[string, ProcessFile]>>();
+    for (const [name, file] of processes) {
+      if (!isGone(name, file, names, alive)) continue;
+      const key = `${file.app}-${file.instance}`;
+      goneByKey.set(key, [...(goneByKey.get(key) ?? []), [name, file]]);
+    }
+    for (const [key, gone] of goneByKey) await this.foldInstance(key, gone, retired.get(key), processes);
+    this.removeStaleTemporaries();
+  }
+
+  private async foldInstance(key: string, gone: Array<[string, ProcessFile]>, previous: (RetiredFile & { generation: number }) | undefined, processes: Map<string, ProcessFile>): Promise<void> {
     const fresh = gone.filter(([name]) => !previous?.absorbed.includes(name));
     if (fresh.length === 0) return;
-    const generation = (previous?.generation ?? 0) + 1;
+    const [, first] = fresh[0]!;
     const metrics = client.AggregatorRegistry.aggregate([...(previous ? [previous.metrics] : []), ...fresh.map(([, f]) => countersOnly(f.metrics))]);
     const content: RetiredFile = {
-      app: this.me.app,
-      instance: this.me.instance,
+      app: first.app,
+      instance: first.instance,
       // names whose files are deleted already need not be remembered: no listing can show them again
       absorbed: [...(previous?.absorbed ?? []).filter((n) => processes.has(n)), ...fresh.map(([name]) => name)],
       metrics: (await metrics.getMetricsAsJSON()),
     };
+    const generation = (previous?.generation ?? 0) + 1;
     const target = path.join(this.dir, `r-${key}-${generation}.json`);
     const temporary = `${target}.${process.pid}.tmp`;
     fs.writeFileSync(temporary, JSON.stringify(content));
@@ -248,7 +266,18 @@ export class HostMetrics {
       fs.rmSync(temporary, { force: true });
     }
     for (const name of content.absorbed) fs.rmSync(path.join(this.dir, name), { force: true });
+    // the generation before `previous`: a scrape reading it now finds it gone and reads again
     if (previous) fs.rmSync(path.join(this.dir, `r-${key}-${previous.generation - 1}.json`), { force: true });
+  }
+
+  /** Temporary files of processes killed while writing one. */
+  private removeStaleTemporaries(): void {
+    for (const name of fs.readdirSync(this.dir)) {
+      if (!name.endsWith('.tmp')) continue;
+      const file = path.join(this.dir, name);
+      const age = Date.now() - (fs.statSync(file, { throwIfNoEntry: false })?.mtimeMs ?? Date.now());
+      if (age > FOLD_EVERY_MS) fs.rmSync(file, { force: true });
+    }
   }
 }
 
@@ -281,17 +310,27 @@ function alive(pid: number): boolean {
   }
 }
 
-/** Gauges describe a process now: a process that is gone has none. */
-// (prom-client's typings say MetricType is a numeric enum; at runtime it is the type's name)
-const countersOnly = (metrics: Metrics): Metrics => metrics.filter((m) => String(m.type) !== 'gauge');
-
-function withLabel(metrics: Metrics, name: string, value: string): Metrics {
-  return metrics.map((m) => ({ ...m, values: m.values.map((v) => ({ ...v, labels: { ...v.labels, [name]: value } })) }));
+/** A file's JSON, or undefined when the file is not there (any other failure throws). */
+function readJsonIfThere<T>(file: string): T | undefined {
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8')) as T;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
 }
 
-function readJson<T>(file: string): T {
-  return JSON.parse(fs.readFileSync(file, 'utf8')) as T;
+/** What the last scrapes reported (reported.json); nothing when there is none or it is unreadable. */
+function readReported(file: string): Record<string, number> {
+  try {
+    return readJsonIfThere<Record<string, number>>(file) ?? {};
+  } catch {
+    return {};
+  }
 }
+
+/** currentCounters' answer for a process whose file went while it was being asked: read again. */
+const VANISHED: Metrics = [];
 
 /** Readers see the old content or the new, never half of one. */
 function writeAtomically(file: string, content: string): void {

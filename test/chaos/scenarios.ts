@@ -93,7 +93,7 @@ class Chaos {
   async scenario(
     name: string,
     connections: number,
-    act: () => Promise<{ expectedRestarts: number; restarts?: number; allReadyMs?: number; outage?: { from: number; to: number }; recoveryFrom?: number; extraProblems?: string[] }>,
+    act: () => Promise<{ expectedRestarts: number; restarts?: number; webDown?: boolean; allReadyMs?: number; outage?: { from: number; to: number }; recoveryFrom?: number; extraProblems?: string[] }>,
   ): Promise<ScenarioResult> {
     const before = await this.restartCount();
     const traffic = startTraffic(this.stack.url(''), { connections, maxMs: 300_000 });
@@ -109,8 +109,8 @@ class Chaos {
     const expected503 = samples.filter((s) => inOutage(s) && s.status === 503).length;
     const failed = samples.filter((s) => !ok(s) && !(inOutage(s) && s.status === 503)).length;
     const outageSamples = samples.filter(inOutage);
-    // with no web instance at all (scenario 4's outage) nginx has nobody to ask: 503 is the answer then
-    const failedScrapes = scrapes.filter((s) => s.status !== 200 && !(inOutage(s) && s.status === 503));
+    // /metrics needs no database; only with no web instance at all (scenario 4) may nginx answer 503
+    const failedScrapes = scrapes.filter((s) => s.status !== 200 && !(outcome.webDown === true && inOutage(s) && s.status === 503));
     const failures = new Map<string, number>();
     const failedSamples = samples.filter((s) => !ok(s) && !(inOutage(s) && s.status === 503));
     for (const f of failedSamples) {
@@ -246,7 +246,7 @@ export async function runChaos(opts: ChaosOptions, log: (line: string) => void =
         const restarts = web.reduce((sum, p) => sum + p.pm2_env.restart_time, 0);
         // The target is the service being back (the recovery column, first instance ready). PM2 starts
         // cluster instances one after another under wait_ready, so the last is ready ~1 s per instance later.
-        return { expectedRestarts: 0, restarts, outage: { from, to: Date.now() }, recoveryFrom: up, allReadyMs: readyMs, extraProblems: problems };
+        return { expectedRestarts: 0, restarts, webDown: true, outage: { from, to: Date.now() }, recoveryFrom: up, allReadyMs: readyMs, extraProblems: problems };
       }),
     );
   } finally {
