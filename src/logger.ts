@@ -2,17 +2,24 @@ import pino from 'pino';
 
 export type Logger = pino.Logger;
 
+/** Lines held while a write is under way; past it, lines are dropped and counted (a log flood must not take the heap). */
+const QUEUE_MAX_LINES = 50_000;
+/** A write PM2 never completes (its stream not open yet after a reopen) is given up on after this. */
+const WRITE_STUCK_MS = 1_000;
+
 /**
  * Where pino's lines go: stdout, one write at a time. Under PM2 a worker's stdout is PM2's hook,
  * which appends to the instance's log file through a fs.WriteStream. When PM2 reopens that file
  * (`pm2 reloadLogs`, after the logrotate app renamed it) it destroys the stream: the write being
  * performed still lands, but the writes queued behind it are dropped. Queued here instead, they go
- * to the reopened file, so rotation loses no line; and each line is one write, so none is split
- * between two files. (Its callback then reports ERR_STREAM_DESTROYED for a line that was written.)
+ * to the reopened file, so rotation loses no line. What waits is written in one go, whole lines
+ * only, so no line is split between two files. (Its callback then reports ERR_STREAM_DESTROYED for
+ * a write that landed.)
  */
 export class LineQueue {
-  private readonly lines: string[] = [];
+  private lines: string[] = [];
   private writing = false;
+  private dropped = 0;
   private readonly waiting: Array<() => void> = [];
   private readonly writeOne: (text: string, done: () => void) => void;
 
@@ -24,6 +31,10 @@ export class LineQueue {
 
   /** pino's destination API: one whole line per call. */
   write(line: string): boolean {
+    if (this.lines.length >= QUEUE_MAX_LINES) {
+      this.dropped += 1;
+      return true;
+    }
     this.lines.push(line);
     if (!this.writing) this.next();
     return true;
@@ -36,16 +47,30 @@ export class LineQueue {
   }
 
   private next(): void {
-    const line = this.lines.shift();
-    if (line === undefined) {
+    if (this.dropped > 0) {
+      this.lines.push(`${JSON.stringify({ level: 40, time: new Date().toISOString(), pid: process.pid, msg: `log queue full: ${this.dropped} lines dropped` })}\n`);
+      this.dropped = 0;
+    }
+    if (this.lines.length === 0) {
       this.writing = false;
       for (const done of this.waiting.splice(0)) done();
       return;
     }
+    const text = this.lines.join('');
+    this.lines = [];
     this.writing = true;
+    let finished = false;
     // a microtask, not a nested call: a stream that completes at once (PM2's hook when the logs go
-    // to /dev/null) would otherwise nest one call per queued line
-    this.writeOne(line, () => queueMicrotask(() => this.next()));
+    // to /dev/null) would otherwise nest one call per write
+    const done = () => {
+      if (finished) return;
+      finished = true;
+      clearTimeout(stuck);
+      queueMicrotask(() => this.next());
+    };
+    const stuck = setTimeout(done, WRITE_STUCK_MS);
+    stuck.unref();
+    this.writeOne(text, done);
   }
 }
 

@@ -53,16 +53,26 @@ describe('LineQueue', () => {
     return { stream, written, completeOne: () => pending.shift()?.() };
   }
 
-  test('when lines come faster than the stream takes them, then it has one write at a time, in order', async () => {
+  test('when lines come faster than the stream takes them, then one write is under way at a time, and what waited goes next in one write, in order', async () => {
     const { stream, written, completeOne } = slowStream();
     const queue = new LineQueue(stream);
     for (const n of [1, 2, 3]) queue.write(`line ${n}\n`);
-    assert.deepEqual(written, ['line 1\n'], 'the second waits for the first');
-    for (const expected of [['line 1\n', 'line 2\n'], ['line 1\n', 'line 2\n', 'line 3\n']]) {
-      completeOne();
-      await new Promise((resolve) => setImmediate(resolve));
-      assert.deepEqual(written, expected);
-    }
+    assert.deepEqual(written, ['line 1\n'], 'the others wait for the first');
+    completeOne();
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(written, ['line 1\n', 'line 2\nline 3\n'], 'whole lines, together');
+  });
+
+  test('when a write is never completed, then the queue moves on after a second', async (t) => {
+    t.mock.timers.enable({ apis: ['setTimeout'] });
+    // a hook that takes the text and never calls back (PM2's, while its file is not open yet)
+    const written: string[] = [];
+    const queue = new LineQueue({ write: (text: string) => written.push(text) > 0 } as unknown as NodeJS.WritableStream);
+    queue.write('a\n');
+    queue.write('b\n');
+    t.mock.timers.tick(1_000);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(written, ['a\n', 'b\n']);
   });
 
   test('when flushed, then the callback runs once every queued line is written', async () => {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import type { Pm2Process } from '../src/ops/pm2.js';
-import { Stack, uncleanLines } from './support/stack.js';
+import { authHeaders, Stack, uncleanLines } from './support/stack.js';
 import { waitFor } from './support/wait.js';
 
 // Issue #13, "Log files rotate": the logrotate app renames a PM2 log file past its size and has PM2
@@ -61,9 +61,9 @@ describe('log rotation', () => {
   const lastSeq = new Map<number, number>();
   /** One burst of numbered lines, logged by whichever instance PM2's cluster master hands it to. */
   const burst = async () => {
-    const res = await fetch(stack.url('/testing/log-lines'), {
+    const res = await fetch(stack.url('/_test/log-lines'), {
       method: 'POST',
-      headers: { 'content-type': 'application/json' },
+      headers: authHeaders({ 'content-type': 'application/json' }),
       body: JSON.stringify({ count: 300, pad: 200 }),
     });
     assert.equal(res.status, 200);

@@ -76,10 +76,16 @@ function rotate(file: string, keep: number): void {
   for (const [from, to] of rotationRenames(file, files)) renameIfThere(from, to);
 }
 
-/** Rotates the files past the size, then has PM2 reopen them; returns the files rotated. */
+/**
+ * Rotates the files past the size, then has PM2 reopen them; returns the files rotated. A log file
+ * that is missing means PM2 still writes to its renamed copy (a reopen failed, or a rotator died
+ * between rename and reopen): the reopen is asked again.
+ */
 export async function rotateDue(pm2: Pm2Api, settings: RotateSettings): Promise<string[]> {
-  const due = logFiles(await pm2.list()).filter((file) => sizeOf(file) >= settings.LOG_ROTATE_MAX_SIZE);
-  if (due.length === 0) return [];
+  const files = logFiles(await pm2.list());
+  const due = files.filter((file) => sizeOf(file) >= settings.LOG_ROTATE_MAX_SIZE);
+  const unopened = files.filter((file) => !fs.existsSync(file) && fs.existsSync(`${file}.1`));
+  if (due.length === 0 && unopened.length === 0) return [];
   for (const file of due) rotate(file, settings.LOG_ROTATE_KEEP);
   // one reopen for every file: PM2's reloadLogs reopens all of them, by path
   await pm2.reloadLogs();
