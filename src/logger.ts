@@ -94,7 +94,8 @@ export function createLogger(opts: { host: string; instance: number; level: stri
 /**
  * Anything else written to this process's stdout (a library's console.log, PM2's own "Reloading
  * log..." after a reopen) becomes a pino line too: the log file stays one JSON object per line, and
- * every write goes through the logger's one-at-a-time queue, behind no other writer's.
+ * every write goes through the logger's one-at-a-time queue, behind no other writer's. Call it once,
+ * after the process's one logger exists: a logger made later would queue into this capture.
  */
 export function captureStdout(logger: Logger): void {
   const capture = (chunk: string | Uint8Array, encodingOrDone?: unknown, done?: unknown): boolean => {

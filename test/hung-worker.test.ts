@@ -87,7 +87,7 @@ describe('the watchdog thread', { timeout: 60_000 }, () => {
 
   test('when the loop is blocked often but each time for less than the bound, then the process lives', async () => {
     const logFile = path.join(dir, 'busy.log');
-    // four 1.5 s blocks, a turn of the loop between them: 6 s of stalls in all, none of them 5 s
+    // four 1.5 s blocks, a turn of the loop between them: 6 s of stalls in all, none of them reaching the 3 s bound
     const body = `let left = 4; const block = () => { const end = Date.now() + 1500; while (Date.now() < end); if (--left > 0) setTimeout(block, 20); else process.exit(0); }; block();`;
     const result = await armedProcess(body, logFile);
     assert.deepEqual([result.code, result.signal], [0, null]);
