@@ -11,6 +11,7 @@ import { migrate } from './db/migrate.js';
 import { createSequelize } from './db/sequelize.js';
 import { Presence } from './instances/presence.js';
 import type { Logger } from './logger.js';
+import { startRetention } from './logs/retention.js';
 import { systemLogger } from './logs/system-log.js';
 import type { Shutdown } from './shutdown.js';
 import { DATABASE_WAIT_MS, DRAIN_GRACE_MS, KEEP_ALIVE_MS } from './timeouts.js';
@@ -86,6 +87,8 @@ export async function startWebProcess(config: Config, logger: Logger, shutdown: 
   shutdown.add('http server', () => drain(server));
   server.listen(config.PORT, config.BIND_ADDRESS);
   await once(server, 'listening');
+  const retention = startRetention(sequelize, config, logger);
+  shutdown.add('log retention', () => retention?.stop());
   return server;
 }
 
