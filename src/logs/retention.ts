@@ -35,8 +35,15 @@ const MIN_PAUSE_MS = 100;
 /** The first offer after a process starts: late enough not to compete with its start or a reload. */
 export const FIRST_OFFER_MS = 30_000;
 
-/** What one run removed. */
-export type RetentionReport = { rows: number; batches: number; ms: number; byType: Partial<Record<Stype, number>>; stopped: boolean };
+/** What one run removed, and when it ran (startedAt + ms lies inside the time it held the lock). */
+export type RetentionReport = {
+  rows: number;
+  batches: number;
+  ms: number;
+  byType: Partial<Record<Stype, number>>;
+  startedAt: string;
+  stopped: boolean;
+};
 
 /**
  * Removes every expired entry, type by type and batch by batch, on one pooled connection that holds
@@ -58,7 +65,7 @@ export async function removeExpired(sequelize: Sequelize, days: number, signal: 
 
 async function removeUnderLock(run: Run, keep: Record<Stype, number>, signal: AbortSignal): Promise<RetentionReport> {
   const started = performance.now();
-  const report: RetentionReport = { rows: 0, batches: 0, ms: 0, byType: {}, stopped: false };
+  const report: RetentionReport = { rows: 0, batches: 0, ms: 0, byType: {}, startedAt: new Date().toISOString(), stopped: false };
   for (const stype of STYPES) {
     let from: Date | null = null;
     for (;;) {
@@ -114,8 +121,8 @@ export class RetentionJob {
   private async offer(): Promise<void> {
     try {
       const report = await removeExpired(this.sequelize, this.policy.days, this.stopping.signal);
-      if (!report) this.logger.debug('log retention: another process is running it');
-      else if (report.rows > 0) this.logger.info({ event: 'log_retention', ...report }, `log retention: removed ${report.rows} entries in ${report.batches} batches (${report.ms} ms)${report.stopped ? ', stopped at shutdown' : ''}`);
+      if (!report) this.logger.debug({ event: 'log_retention_busy' }, 'log retention: another process is running it');
+      else if (report.rows > 0 || report.stopped) this.logger.info({ event: 'log_retention', ...report }, `log retention: removed ${report.rows} entries in ${report.batches} batches (${report.ms} ms)${report.stopped ? ', stopped at shutdown' : ''}`);
     } catch (err) {
       this.logger.warn({ err, retryInMs: this.policy.everyMs }, 'log retention run failed; it runs again at the next offer');
     }
