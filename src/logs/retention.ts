@@ -67,22 +67,32 @@ async function removeUnderLock(run: Run, keep: Record<Stype, number>, signal: Ab
   const started = performance.now();
   const report: RetentionReport = { rows: 0, batches: 0, ms: 0, byType: {}, startedAt: new Date().toISOString(), stopped: false };
   for (const stype of STYPES) {
-    let from: Date | null = null;
-    for (;;) {
-      if (signal.aborted) return { ...report, stopped: true, ms: Math.round(performance.now() - started) };
-      const batchStarted = performance.now();
-      const batch = await deleteExpired(run, { stype, days: keep[stype], from, limit: BATCH_ROWS });
-      if (batch.removed === 0) break;
+    if (!(await removeType(run, stype, keep[stype], signal, report))) {
+      report.stopped = true;
+      break;
+    }
+  }
+  report.ms = Math.round(performance.now() - started);
+  return report;
+}
+
+/** Removes the expired entries of one type, counting them in `report`; false when stopped before the last batch. */
+async function removeType(run: Run, stype: Stype, days: number, signal: AbortSignal, report: RetentionReport): Promise<boolean> {
+  let from: Date | null = null;
+  for (;;) {
+    if (signal.aborted) return false;
+    const batchStarted = performance.now();
+    const batch = await deleteExpired(run, { stype, days, from, limit: BATCH_ROWS });
+    if (batch.removed > 0) {
       report.rows += batch.removed;
       report.batches += 1;
       report.byType[stype] = (report.byType[stype] ?? 0) + batch.removed;
-      if (batch.removed < BATCH_ROWS) break;
-      from = batch.last;
-      const pause = Math.max(MIN_PAUSE_MS, performance.now() - batchStarted);
-      await sleep(pause, undefined, { signal }).catch(() => undefined);
     }
+    if (batch.removed < BATCH_ROWS) return true;
+    from = batch.last;
+    // aborted at shutdown: the check at the top of the loop ends the run
+    await sleep(Math.max(MIN_PAUSE_MS, performance.now() - batchStarted), undefined, { signal }).catch(() => undefined);
   }
-  return { ...report, ms: Math.round(performance.now() - started) };
 }
 
 /**
