@@ -395,7 +395,7 @@ async function main(): Promise<void> {
     fs.writeFileSync(path.join(OUT, 'chart.svg'), chart(rows));
     fs.writeFileSync(path.join(OUT, 'explain.md'), `# EXPLAIN (ANALYZE, BUFFERS) of the scale run (${results.date})\n\n${explain.join('\n')}`);
     log(`\n${md}`);
-    // last: it reloads the web instances with LOG_RETENTION_DAYS and removes most of the log
+    // last: it starts the web instances again with LOG_RETENTION_DAYS and removes most of the log
     log(writeRetentionResults(OUT, await retention()));
   } finally {
     for (const proxy of proxies) await proxy.stop();
