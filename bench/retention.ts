@@ -16,11 +16,13 @@ import { waitFor } from '../test/support/wait.js';
 // gets during the removal against just before it, in the same run and on the same processes.
 
 const DAYS = 30;
-const CONNECTIONS = 64;
+/** split over the three endpoints, loaded at once: every window sees the same moment of the removal */
+const CONNECTIONS = 66;
 
 type Load = { endpoint: string; rps: number; p99: number; non2xx: number; errors: number };
 export type RetentionResult = {
   date: string;
+  seconds: number;
   rows: number;
   expired: number;
   days: number;
@@ -45,7 +47,7 @@ async function load(url: string, endpoint: (typeof ENDPOINTS)[number], id: strin
       : endpoint === 'GET /api/logs/:id'
         ? { url: `${url}/api/logs/${id}`, headers: auth }
         : { url: `${url}/api/logs?limit=20`, headers: auth };
-  const r = await autocannon({ ...opts, connections: CONNECTIONS, duration: seconds });
+  const r = await autocannon({ ...opts, connections: CONNECTIONS / ENDPOINTS.length, duration: seconds });
   return { endpoint, rps: r.requests.average, p99: r.latency.p99, non2xx: r.non2xx, errors: r.errors };
 }
 
@@ -116,27 +118,23 @@ export async function retentionPhase(opts: { stack: Stack; postgres: TestPostgre
     const on = (stack.webLogLines() as unknown as RunLine[]).filter((l) => l.event === 'log_retention_on');
     if (on.length < 2) throw new Error(`retention: ${on.length} of 2 web instances started with LOG_RETENTION_DAYS`);
 
-    // warm-up of the new processes (JIT, pools, nginx keepalive): two seconds of each endpoint
-    for (const endpoint of ENDPOINTS) await load(url, endpoint, id, 2);
     const measure = async (when: string) => {
-      const loads: Load[] = [];
-      for (const endpoint of ENDPOINTS) loads.push(await load(url, endpoint, id, seconds));
+      const loads = await Promise.all(ENDPOINTS.map((endpoint) => load(url, endpoint, id, seconds)));
       for (const l of loads) log(`retention, ${when}: ${l.endpoint.padEnd(24)} ${Math.round(l.rps)} req/s p99 ${l.p99} ms non2xx ${l.non2xx}`);
       return loads;
     };
+    // warm-up of the new processes (JIT, pools, nginx keepalive): three seconds of the same load
+    await Promise.all(ENDPOINTS.map((endpoint) => load(url, endpoint, id, 3)));
     const before = await measure('before');
     if (runs().length > 0) throw new Error('retention: a removal ran while the bench held the lock');
 
     await db.query('SELECT pg_advisory_unlock($1)', [LOCK_RETENTION]);
     await waitFor('the removal under way', () => removing(db), { timeoutMs: 30_000, everyMs: 100 });
     const loadStarted = { at: performance.now(), removed: await removedSoFar(db) };
-    const during = [];
-    for (const endpoint of ENDPOINTS) {
-      const d = await load(url, endpoint, id, seconds);
-      const b = before.find((x) => x.endpoint === endpoint)!;
-      during.push({ ...d, rpsRatio: d.rps / b.rps, p99Ratio: d.p99 / b.p99 });
-      log(`retention, during:  ${d.endpoint.padEnd(24)} ${Math.round(d.rps)} req/s p99 ${d.p99} ms non2xx ${d.non2xx} (× ${(d.rps / b.rps).toFixed(2)} req/s, × ${(d.p99 / b.p99).toFixed(2)} p99)`);
-    }
+    const during = (await measure('during')).map((d) => {
+      const b = before.find((x) => x.endpoint === d.endpoint)!;
+      return { ...d, rpsRatio: d.rps / b.rps, p99Ratio: d.p99 / b.p99 };
+    });
     const loadEnded = { at: performance.now(), wall: Date.now() };
     // the statistics run about a second behind the removal: the count a second later is the one at the end of the load
     await sleep(1_100);
@@ -146,6 +144,7 @@ export async function retentionPhase(opts: { stack: Stack; postgres: TestPostgre
     const after = await measure('after');
     const result: RetentionResult = {
       date: new Date().toISOString(),
+      seconds,
       rows: Number(total),
       expired,
       days: DAYS,
@@ -174,7 +173,7 @@ export function writeRetentionResults(out: string, r: RetentionResult): string {
   const md = [
     `# sitelog bench: log retention (${r.date})`,
     '',
-    `${r.rows.toLocaleString('en')} rows over the past year, ${r.expired.toLocaleString('en')} of them (${Math.round((100 * r.expired) / r.rows)} %) older than LOG_RETENTION_DAYS=${r.days}. Load through nginx, ${CONNECTIONS} connections, 2 web instances, everything on this machine.`,
+    `${r.rows.toLocaleString('en')} rows over the past year, ${r.expired.toLocaleString('en')} of them (${Math.round((100 * r.expired) / r.rows)} %) older than LOG_RETENTION_DAYS=${r.days}. Load through nginx: the three endpoints below at once, ${CONNECTIONS / ENDPOINTS.length} connections each, ${r.seconds} s a window, 2 web instances, everything on this machine.`,
     '',
     `- removed: ${r.run.rows.toLocaleString('en')} rows in ${r.run.batches} batches, ${(r.run.ms / 1000).toFixed(1)} s: **${r.run.rowsPerSecond.toLocaleString('en')} rows/s** over the whole run, ${r.rowsPerSecondUnderLoad.toLocaleString('en')} rows/s while the load below ran`,
     `- the removal ${r.loadCoveredByRemoval ? 'ran through the whole load window' : 'ended before the load window did: the "during" figures are partly without it'}`,

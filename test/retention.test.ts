@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { LOCK_RETENTION } from '../src/db/locks.js';
+import type { Stype } from '../src/logs/model.js';
 import { BATCH_ROWS, retentionDays } from '../src/logs/retention.js';
 import { encodeCursor } from '../src/logs/schema.js';
 import { startPostgres, type TestPostgres } from './support/postgres.js';
@@ -37,8 +38,6 @@ after(async () => {
   await stack?.stop();
   await postgres?.stop();
 });
-
-type Stype = 'system' | 'security' | 'app' | 'error';
 
 /**
  * `count` entries tagged `tag`, their types taken in turn from `stypes`, a second apart going back
