@@ -13,6 +13,7 @@ import { startPostgres } from '../test/support/postgres.js';
 import { decreases, startScraper } from '../test/support/scraper.js';
 import { authHeaders, Stack } from '../test/support/stack.js';
 import { waitFor } from '../test/support/wait.js';
+import { retentionPhase, writeRetentionResults } from './retention.js';
 import { listLogsStatement } from '../src/logs/queries.js';
 import { encodeCursor, listLogsQuery } from '../src/logs/schema.js';
 import type { TestPostgres } from '../test/support/postgres.js';
@@ -36,6 +37,8 @@ function rowsArgument(argv: string[]): number {
   return rows;
 }
 const ROWS = rowsArgument(process.argv.slice(2));
+/** `npm run bench -- --rows N --retention-only`: the log seeded to N rows, then the retention phase alone. */
+const RETENTION_ONLY = process.argv.includes('--retention-only');
 const SOAK_REQUESTS = 100_000;
 
 type ScaleRow = { rows: number; query: string; httpMedianMs: number; httpP95Ms: number; serverMs: number; index: string };
@@ -271,6 +274,12 @@ async function main(): Promise<void> {
       `INSERT INTO system_logs (stype, description, host) SELECT 'app', 'seed ' || g, 'bench' FROM generate_series(1, 10000) g`,
     );
     const [{ id }] = (await postgres.query<{ id: string }>('sitelog', 'SELECT max(id) AS id FROM system_logs')) as [{ id: string }];
+    const retention = () => retentionPhase({ stack, postgres, url: `http://127.0.0.1:${stack.proxyPort}`, seconds: DURATION_S, log });
+    if (RETENTION_ONLY) {
+      await seed(postgres, ROWS);
+      log(writeRetentionResults(OUT, await retention()));
+      return;
+    }
 
     /** A reference server (reference.js) under PM2 in cluster mode like web, and nginx in front of it. */
     const reference = async (name: string) => {
@@ -393,6 +402,8 @@ async function main(): Promise<void> {
     fs.writeFileSync(path.join(OUT, 'chart.svg'), chart(rows));
     fs.writeFileSync(path.join(OUT, 'explain.md'), `# EXPLAIN (ANALYZE, BUFFERS) of the scale run (${results.date})\n\n${explain.join('\n')}`);
     log(`\n${md}`);
+    // last: it starts the web instances again with LOG_RETENTION_DAYS and removes most of the log
+    log(writeRetentionResults(OUT, await retention()));
   } finally {
     for (const proxy of proxies) await proxy.stop();
     await stack.stop();

@@ -56,6 +56,13 @@ export const envFields = {
     .max(36_500)
     .optional()
     .describe('entries older than this many days are removed in batches (unset: kept forever; docs/retention.md says what is kept longer)'),
+  LOG_RETENTION_INTERVAL_MS: z.coerce
+    .number()
+    .int()
+    .min(100)
+    .max(86_400_000)
+    .default(300_000)
+    .describe('how often each instance offers to run the log retention (one process runs it at a time); the first offer comes 30 s after start, or sooner when this is shorter; tests shorten it'),
   METRICS_ALLOW: z
     .string()
     .default('127.0.0.1')

@@ -12,6 +12,7 @@ import { migrate } from './db/migrate.js';
 import { createSequelize, poolState } from './db/sequelize.js';
 import { Presence } from './instances/presence.js';
 import type { Logger } from './logger.js';
+import { startRetention } from './logs/retention.js';
 import { HostMetrics } from './metrics/host.js';
 import { Instruments } from './metrics/instruments.js';
 import { systemLogger } from './logs/system-log.js';
@@ -99,6 +100,8 @@ export async function startWebProcess(config: Config, logger: Logger, shutdown: 
   shutdown.add('http server', () => drain(server));
   server.listen(config.PORT, config.BIND_ADDRESS);
   await once(server, 'listening');
+  const retention = startRetention(sequelize, config, logger);
+  shutdown.add('log retention', () => retention?.stop());
   return server;
 }
 

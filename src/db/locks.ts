@@ -4,6 +4,8 @@
  */
 export const LOCK_MIGRATIONS = 0x5173_6c67_0001n.toString();
 export const LOCK_CREATE_DATABASE = 0x5173_6c67_0002n.toString();
+/** Held by the one process (of every instance and host) running the log retention (src/logs/retention.ts). */
+export const LOCK_RETENTION = 0x5173_6c67_0003n.toString();
 
 /**
  * A process's liveness lock is (hashtext(LIVENESS_PREFIX || host), pid), held on a connection of its

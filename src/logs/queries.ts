@@ -1,5 +1,6 @@
 import type { Sequelize } from 'sequelize';
 import { withConnection, type Run, type Statement } from '../db/lean.js';
+import { LOCK_RETENTION } from '../db/locks.js';
 import type { CreateLogBody, ListLogsQuery } from './schema.js';
 import { decodeCursor, encodeCursor } from './schema.js';
 import type { LogEntry, Stype } from './model.js';
@@ -190,4 +191,50 @@ export async function securityOverview(run: Run, entries: ThrottleEntries & { ho
   const recent = await run<ClientFailures>(FAILURES_BY_CLIENT, [entries.failure, entries.hours]);
   const locked = await run<ClientFailures>(LOCKED_CLIENTS, [entries.failure, entries.minutes, entries.allowed]);
   return { recent, locked };
+}
+
+// Log retention (src/logs/retention.ts): one process at a time, under a session advisory lock held
+// on the connection that runs the batches, so PostgreSQL drops it if that process or connection dies.
+
+const TRY_RETENTION_LOCK: Statement = { name: 'sitelog-logs-retention-try-lock', text: `SELECT pg_try_advisory_lock(${LOCK_RETENTION}) AS locked` };
+const RETENTION_UNLOCK: Statement = { name: 'sitelog-logs-retention-unlock', text: `SELECT pg_advisory_unlock(${LOCK_RETENTION}) AS unlocked` };
+
+/** Whether this connection now holds the retention lock; false when another process holds it. */
+export async function tryRetentionLock(run: Run): Promise<boolean> {
+  const [row] = await run<{ locked: boolean }>(TRY_RETENTION_LOCK, []);
+  return row?.locked === true;
+}
+
+export async function releaseRetentionLock(run: Run): Promise<void> {
+  await run(RETENTION_UNLOCK, []);
+}
+
+/**
+ * One batch of expired entries of one type, the oldest first, chosen through the (stype, timestamp)
+ * index: a range scan that reads only what it deletes. One type per statement, because a single scan
+ * of the timeline for several types with cutoffs of their own would walk over every entry kept longer
+ * again in each batch. `from` is where the previous batch stopped, so a batch does not walk the dead
+ * index entries its predecessors left for VACUUM either. The cutoff is the database's clock, the one
+ * that stamped the entries. One statement: it commits on its own and holds its row locks only while
+ * it runs; writes insert at the other end of the timeline and never wait for it. `id = ANY(ARRAY(…))`,
+ * not `id IN (…)`: the latter lets the planner hash-join the batch against a scan of the whole table.
+ * (Exported for the bench's EXPLAIN.)
+ */
+export const DELETE_EXPIRED: Statement = {
+  name: 'sitelog-logs-delete-expired',
+  text: `WITH gone AS (
+           DELETE FROM system_logs WHERE id = ANY(ARRAY(
+             SELECT id FROM system_logs
+             WHERE stype = $1 AND "timestamp" < now() - make_interval(days => $2) AND "timestamp" >= $3
+             ORDER BY "timestamp", id LIMIT $4))
+           RETURNING "timestamp")
+         SELECT count(*)::int AS removed, max("timestamp") AS last FROM gone`,
+};
+
+export type ExpiredBatch = { removed: number; last: Date | null };
+
+/** Removes up to `limit` entries of `stype` older than `days` days, from `from` on (oldest first). */
+export async function deleteExpired(run: Run, batch: { stype: Stype; days: number; from: Date | null; limit: number }): Promise<ExpiredBatch> {
+  const [row] = await run<ExpiredBatch>(DELETE_EXPIRED, [batch.stype, batch.days, batch.from ?? '-infinity', batch.limit]);
+  return row ?? { removed: 0, last: null };
 }
