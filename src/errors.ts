@@ -37,6 +37,9 @@ export const ERRORS = registry({
   SITELOG_TOO_MANY_REQUESTS: { status: 429, message: 'too many requests, retry later' },
   SITELOG_INTERNAL: { status: 500, message: 'internal error' },
   SITELOG_DB_UNAVAILABLE: { status: 503, message: 'database unavailable, retry shortly' },
+  // the database is there but cannot take this now: a table locked by someone else, no connection
+  // or statement in time; never closes the database gate
+  SITELOG_DB_BUSY: { status: 503, message: 'database busy, retry shortly' },
   // nginx's own answer when no worker answers (502-504)
   SITELOG_UNAVAILABLE: { status: 503, message: 'service unavailable, retry shortly' },
   // the app's answer at its request deadline (REQUEST_DEADLINE_MS), the request's database work cancelled
@@ -70,6 +73,7 @@ export const unprocessableContent = (error: EntryWithStatus<422>, message?: stri
 export const tooManyRequests = (message: string, retryAfterSeconds: number) =>
   new HttpError(ERRORS.SITELOG_TOO_MANY_REQUESTS, message, { 'Retry-After': String(retryAfterSeconds) });
 export const databaseUnavailable = () => new HttpError(ERRORS.SITELOG_DB_UNAVAILABLE, undefined, { 'Retry-After': '1' });
+export const databaseBusy = () => new HttpError(ERRORS.SITELOG_DB_BUSY, undefined, { 'Retry-After': '1' });
 
 const BODY_PARSER_ERRORS: Record<string, ErrorEntry> = {
   'entity.parse.failed': ERRORS.SITELOG_MALFORMED_JSON,
@@ -85,8 +89,9 @@ const BODY_PARSER_ERRORS: Record<string, ErrorEntry> = {
 // SQLSTATEs and socket codes of a database that is not there right now: shutting down, starting
 // up (57P03), refused, dropped, or its host not resolvable for the moment.
 const GONE_CODES = new Set(['57P01', '57P02', '57P03', '08000', '08003', '08006', 'ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN']);
-// No connection slot left, a statement cancelled by its timeout: a busy server, not a gone one.
-const BUSY_CODES = new Set(['53300', '57014']);
+// No connection slot left, a statement cancelled by its timeout (57014) or its lock timeout (55P03,
+// a table somebody else holds): a busy server, not a gone one.
+const BUSY_CODES = new Set(['53300', '57014', '55P03']);
 // node-pg reports a dropped or timed-out connection without a code; Sequelize may wrap it (e.g. a failed ROLLBACK).
 const TROUBLE_TEXT = /terminated|terminating connection|not queryable|connection error|ECONNREFUSED|timeout/i;
 
@@ -129,7 +134,8 @@ export function toHttpError(err: unknown): HttpError {
   // SQLSTATE class 22, data exception: a value PostgreSQL cannot hold (a date out of its range, a
   // number too large). Validation should have caught it; it is still the request's fault, not a 5xx.
   if (/^22/.test(facts(err).code ?? '')) return badRequest(ERRORS.SITELOG_VALIDATION, 'a value is out of the range the database can store');
-  if (databaseTrouble(err)) return databaseUnavailable();
+  const trouble = databaseTrouble(err);
+  if (trouble) return trouble === 'busy' ? databaseBusy() : databaseUnavailable();
   // Express's and its libraries' own client errors (a bad percent-encoding, a missing file, a range
   // sendFile cannot serve) keep their status, under the registry's code for it
   if (typeof e.status === 'number' && e.status >= 400 && e.status < 500) {
@@ -153,6 +159,7 @@ export function errorHandler(logger: Logger, onUnavailable: (reason: string) => 
       return;
     }
     const http = toHttpError(err);
+    // only a database that is gone closes the gate: a busy one still serves what is not waiting
     if (http.code === ERRORS.SITELOG_DB_UNAVAILABLE.code && databaseTrouble(err) === 'gone') onUnavailable((err as Error).message);
     const log = req.log ?? logger;
     if (http.status === 503) log.debug({ code: http.code, err: (err as Error).message, url: req.originalUrl }, http.message);

@@ -28,6 +28,15 @@ export const POOL_ACQUIRE_MS = 3_000;
 /** PostgreSQL cancels a web process's statement after this (statement_timeout). */
 export const STATEMENT_TIMEOUT_MS = 5_000;
 /**
+ * How long a web process's statement waits for a table or row lock before PostgreSQL cancels it
+ * (lock_timeout, SQLSTATE 55P03): the request answers 503 SITELOG_DB_BUSY and its pool connection
+ * is free again. Our own lock waits (a duplicate key's insert waiting for the first to commit) last
+ * milliseconds; a longer one means somebody holds the table (LOCK TABLE, a migration, a bulk job),
+ * and waiting on would only pile requests up. A write waits for a write slot (POOL_ACQUIRE_MS), then
+ * at most this for its lock: both fit in STATEMENT_TIMEOUT_MS, so a write is answered within it.
+ */
+export const LOCK_WAIT_MS = 1_000;
+/**
  * Every request is answered within this: past it, 503 with Retry-After, and its database work is
  * cancelled (src/abort.ts). nginx's proxy_read_timeout (15 s) sits above it, so when nginx times out
  * no worker is working on the request any more, and sending it again multiplies nothing: that is

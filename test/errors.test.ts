@@ -90,6 +90,8 @@ const CASES: Array<{ when: string; err: unknown; then: 'gone' | 'busy' | undefin
   { when: '53300 too_many_connections', err: pgError('53300', 'sorry, too many clients already'), then: 'busy' },
   { when: '57014 statement timeout', err: pgError('57014', 'canceling statement due to statement timeout'), then: 'busy' },
   { when: '57014 wrapped by Sequelize', err: wrapped('57014', 'canceling statement due to statement timeout'), then: 'busy' },
+  { when: '55P03 lock_not_available (lock_timeout: a table somebody holds)', err: pgError('55P03', 'canceling statement due to lock timeout'), then: 'busy' },
+  { when: '55P03 from NOWAIT, without "timeout" in its text', err: pgError('55P03', 'could not obtain lock on relation "system_logs"'), then: 'busy' },
   { when: '23505 unique_violation', err: pgError('23505', 'duplicate key value violates unique constraint "x"'), then: undefined },
   { when: '23505 wrapped by Sequelize', err: new UniqueConstraintError({ parent: Object.assign(pgError('23505', 'duplicate key'), { sql: '' }) }), then: undefined },
   { when: '22007 invalid_datetime_format', err: wrapped('22007', 'invalid input syntax for type timestamp with time zone: "x"'), then: undefined },
@@ -114,6 +116,24 @@ describe('database classifier', () => {
       assert.equal(isRetryable(err), then !== undefined);
     });
   }
+});
+
+describe('database trouble as the client sees it', () => {
+  test('when the database is busy (a lock or a statement timeout, no connection in time), then 503 SITELOG_DB_BUSY with Retry-After', () => {
+    for (const err of [pgError('55P03', 'canceling statement due to lock timeout'), pgError('57014', 'canceling statement due to statement timeout'), new ConnectionAcquireTimeoutError(new Error('Operation timeout'))]) {
+      const http = toHttpError(err);
+      assert.equal(http.status, 503);
+      assert.equal(http.code, 'SITELOG_DB_BUSY');
+      assert.equal(http.headers['Retry-After'], '1');
+    }
+  });
+
+  test('when the database is gone, then 503 SITELOG_DB_UNAVAILABLE with Retry-After', () => {
+    const http = toHttpError(socketError('ECONNREFUSED', 'connect ECONNREFUSED 127.0.0.1:5432'));
+    assert.equal(http.status, 503);
+    assert.equal(http.code, 'SITELOG_DB_UNAVAILABLE');
+    assert.equal(http.headers['Retry-After'], '1');
+  });
 });
 
 describe('data exceptions', () => {

@@ -1,7 +1,9 @@
 import net from 'node:net';
 import path from 'node:path';
 import type pg from 'pg';
-import type { Sequelize } from 'sequelize';
+import { ConnectionAcquireTimeoutError, type Sequelize } from 'sequelize';
+import { POOL_ACQUIRE_MS } from '../timeouts.js';
+import { Slots } from './slots.js';
 
 /**
  * The one way sitelog runs SQL: a feature's queries module names its statements, and a runner
@@ -57,6 +59,41 @@ export async function withConnection<T>(sequelize: Sequelize, work: (run: Run) =
     await cancelling;
     sequelize.connectionManager.releaseConnection(client);
   }
+}
+
+/**
+ * `work` that writes the log, on a connection of Sequelize's pool. Such writes hold at most three
+ * quarters of the pool at once: a write can wait on a lock somebody else holds on its table (up to
+ * LOCK_WAIT_MS), which a read never waits on, so the quarter left is always there for reads. A write
+ * that gets no slot within POOL_ACQUIRE_MS fails as one that gets no connection does (503, busy).
+ */
+export async function withWriteConnection<T>(sequelize: Sequelize, work: (run: Run) => Promise<T>): Promise<T> {
+  const slots = writeSlots(sequelize);
+  await slots.take();
+  try {
+    return await withConnection(sequelize, work);
+  } finally {
+    slots.give();
+  }
+}
+
+const writeSlotsByPool = new WeakMap<Sequelize, Slots>();
+
+/** The write slots of a Sequelize's pool (made on the first write). */
+function writeSlots(sequelize: Sequelize): Slots {
+  let slots = writeSlotsByPool.get(sequelize);
+  if (!slots) {
+    const poolMax = sequelize.config.pool?.max ?? 1;
+    const size = Math.max(1, Math.floor((poolMax * 3) / 4));
+    slots = new Slots(size, POOL_ACQUIRE_MS, () => new ConnectionAcquireTimeoutError(new Error(`no write slot of ${size} free within ${POOL_ACQUIRE_MS} ms`)));
+    writeSlotsByPool.set(sequelize, slots);
+  }
+  return slots;
+}
+
+/** Writes waiting for a write slot now: waiting for a connection, as the pool's own waiters are. */
+export function writesWaiting(sequelize: Sequelize): number {
+  return writeSlotsByPool.get(sequelize)?.waiting ?? 0;
 }
 
 type Cancellable = { processID: number; secretKey: number; connectionParameters: { host: string; port: number } };

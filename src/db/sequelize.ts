@@ -1,6 +1,7 @@
 import { Sequelize } from 'sequelize';
 import type { Config } from '../config.js';
-import { DB_CONNECT_TIMEOUT_MS, POOL_ACQUIRE_MS, STATEMENT_TIMEOUT_MS } from '../timeouts.js';
+import { writesWaiting } from './lean.js';
+import { DB_CONNECT_TIMEOUT_MS, LOCK_WAIT_MS, POOL_ACQUIRE_MS, STATEMENT_TIMEOUT_MS } from '../timeouts.js';
 
 /**
  * Each web instance builds its own Sequelize inside its startup path, never at import time:
@@ -25,6 +26,10 @@ export function createSequelize(config: Config): Sequelize {
       application_name: `sitelog-web-${config.INSTANCE}`,
       connectionTimeoutMillis: DB_CONNECT_TIMEOUT_MS,
       statement_timeout: STATEMENT_TIMEOUT_MS,
+      // startup parameters, like statement_timeout: no round trip per request. Migrations run on
+      // this pool too, so a migration waiting for its lock behind traffic gives up (and its instance
+      // retries at its restart) instead of queueing every read and write behind it.
+      lock_timeout: LOCK_WAIT_MS,
       idle_in_transaction_session_timeout: 10_000,
       keepAlive: true,
     },
@@ -34,9 +39,13 @@ export function createSequelize(config: Config): Sequelize {
 /** What Sequelize's pool holds now: connections open, lent out, and requests queued for one. */
 export type PoolState = { size: number; using: number; waiting: number };
 
-/** The pool's state, summed over its read and write pools when Sequelize replicates reads. */
+/**
+ * The pool's state, summed over its read and write pools when Sequelize replicates reads; writes
+ * waiting for a write slot (db/lean.ts) wait for a connection too.
+ */
 export function poolState(sequelize: Sequelize): PoolState {
   const pool = (sequelize.connectionManager as unknown as { pool: PoolState | { read: PoolState; write: PoolState } }).pool;
   const pools = 'read' in pool ? [pool.read, pool.write] : [pool];
-  return pools.reduce((sum, p) => ({ size: sum.size + p.size, using: sum.using + p.using, waiting: sum.waiting + p.waiting }), { size: 0, using: 0, waiting: 0 });
+  const total = pools.reduce((sum, p) => ({ size: sum.size + p.size, using: sum.using + p.using, waiting: sum.waiting + p.waiting }), { size: 0, using: 0, waiting: 0 });
+  return { ...total, waiting: total.waiting + writesWaiting(sequelize) };
 }

@@ -1,5 +1,5 @@
 import type { Sequelize } from 'sequelize';
-import { withConnection, type Run, type Statement } from '../db/lean.js';
+import { withConnection, withWriteConnection, type Run, type Statement } from '../db/lean.js';
 import { LOCK_RETENTION } from '../db/locks.js';
 import type { CreateLogBody, ListLogsQuery } from './schema.js';
 import { decodeCursor, encodeCursor } from './schema.js';
@@ -126,7 +126,7 @@ export async function insertEntry(run: Run, entry: SystemEntry): Promise<void> {
 
 /** A client's entry (POST /api/logs), stored once per request id. */
 export async function createLog(sequelize: Sequelize, entry: NewLog): Promise<Stored> {
-  return withConnection(sequelize, (run) => store(run, entry));
+  return withWriteConnection(sequelize, (run) => store(run, entry));
 }
 
 export type Histogram = { buckets: Array<{ t: number; stype: Stype; n: number }>; from: number; to: number; bucketSeconds: number };

@@ -1,5 +1,5 @@
 import type { Sequelize } from 'sequelize';
-import { withConnection } from '../db/lean.js';
+import { withWriteConnection } from '../db/lean.js';
 import type { Logger } from '../logger.js';
 import type { Stype } from './model.js';
 import { insertEntry } from './queries.js';
@@ -20,7 +20,7 @@ export function systemLogger(sequelize: Sequelize, identity: { host: string; ins
   /** Whether the entry was stored. */
   return async function addSystemLog(input: SystemLogInput): Promise<boolean> {
     try {
-      await withConnection(sequelize, (run) => insertEntry(run, { ...input, ...identity }));
+      await withWriteConnection(sequelize, (run) => insertEntry(run, { ...input, ...identity }));
       return true;
     } catch (err) {
       logger.error({ err, stype: input.stype }, 'could not write system log entry');
