@@ -265,8 +265,9 @@ describe('caching and header choice', () => {
 });
 
 describe('database work stops when the client goes away', () => {
-  test('when a client gives up on a list that waits for a lock, then its query is cancelled at once, not at statement_timeout', async () => {
+  test('when a client gives up on a list that waits for a lock, then its query is cancelled at once, not at lock_timeout or statement_timeout', async () => {
     const pg = await import('pg');
+    const { LOCK_WAIT_MS } = await import('../src/timeouts.js');
     const locker = new pg.default.Client({ connectionString: postgres.url(DB) });
     await locker.connect();
     try {
@@ -274,11 +275,21 @@ describe('database work stops when the client goes away', () => {
       await locker.query('LOCK TABLE system_logs IN ACCESS EXCLUSIVE MODE');
       const abort = new AbortController();
       const request = fetch(`${one.base}/api/logs?q=waits-for-the-lock`, { headers: authHeaders(), signal: abort.signal }).catch(() => undefined);
-      const waiting = () => postgres.query<{ n: number }>(DB, `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE 'sitelog-web-%' AND state = 'active' AND query LIKE '%ILIKE%'`);
-      await waitFor('the list waiting on the lock', async () => (await waiting())[0]!.n > 0, { timeoutMs: 3_000 });
+      const waiting = () =>
+        postgres.query<{ started: number }>(
+          DB,
+          `SELECT extract(epoch FROM query_start)::float8 * 1000 AS started FROM pg_stat_activity
+            WHERE application_name LIKE 'sitelog-web-%' AND state = 'active' AND query LIKE '%ILIKE%'`,
+        );
+      const [query] = await waitFor('the list waiting on the lock', async () => {
+        const rows = await waiting();
+        return rows.length > 0 ? rows : undefined;
+      }, { timeoutMs: 3_000, everyMs: 20 });
       abort.abort();
       await request;
-      await waitFor('its query cancelled', async () => (await waiting())[0]!.n === 0, { timeoutMs: 1_500 });
+      await waitFor('its query cancelled', async () => (await waiting()).length === 0, { timeoutMs: 1_500, everyMs: 20 });
+      // the wait would end by itself at lock_timeout (LOCK_WAIT_MS after it began): it ended well before
+      assert.ok(Date.now() < query!.started + LOCK_WAIT_MS - 100, `cancelled ${Date.now() - query!.started} ms after it began`);
     } finally {
       await locker.query('ROLLBACK');
       await locker.end();

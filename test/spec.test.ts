@@ -146,7 +146,7 @@ describe('configuration', () => {
     const dataDir = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'sitelog-eco-')), 'data');
     const script = `const c = require(${JSON.stringify(path.join(ROOT, 'ecosystem.config.js'))}); console.log(JSON.stringify(c.apps.map((a) => a.name)))`;
     const { stdout } = await exec(process.execPath, ['-e', script], { env: { PATH: process.env['PATH'], DATA_DIR: dataDir, PROXY_PORT: '0' } });
-    assert.deepEqual(JSON.parse(stdout), ['web', 'db']);
+    assert.deepEqual(JSON.parse(stdout), ['web', 'db', 'logrotate']);
     assert.equal(fs.existsSync(dataDir), false, 'no DATA_DIR, no secrets, no nginx config');
     fs.rmSync(path.dirname(dataDir), { recursive: true });
   });
