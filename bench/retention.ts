@@ -8,8 +8,9 @@ import { DELETE_EXPIRED } from '../src/logs/queries.js';
 import { BATCH_ROWS } from '../src/logs/retention.js';
 import { pm2 } from '../src/ops/pm2.js';
 import type { TestPostgres } from '../test/support/postgres.js';
-import { authHeaders, type Stack } from '../test/support/stack.js';
+import type { Stack } from '../test/support/stack.js';
 import { waitFor } from '../test/support/wait.js';
+import { ENDPOINTS, endpointRequest, type Endpoint } from './endpoints.js';
 
 // The bench's retention phase (issue #13: "the cost at 10M rows"): with a large share of the log
 // older than LOG_RETENTION_DAYS, how fast the job removes it, and what the same load through nginx
@@ -37,17 +38,8 @@ export type RetentionResult = {
   plan: string[];
 };
 
-const ENDPOINTS = ['GET /api/logs/:id', 'GET /api/logs?limit=20', 'POST /api/logs'] as const;
-
-async function load(url: string, endpoint: (typeof ENDPOINTS)[number], id: string, seconds: number): Promise<Load> {
-  const auth = authHeaders();
-  const opts: autocannon.Options =
-    endpoint === 'POST /api/logs'
-      ? { url: `${url}/api/logs`, method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify({ stype: 'app', description: 'bench write' }) }
-      : endpoint === 'GET /api/logs/:id'
-        ? { url: `${url}/api/logs/${id}`, headers: auth }
-        : { url: `${url}/api/logs?limit=20`, headers: auth };
-  const r = await autocannon({ ...opts, connections: CONNECTIONS / ENDPOINTS.length, duration: seconds });
+async function load(url: string, endpoint: Endpoint, id: string, seconds: number): Promise<Load> {
+  const r = await autocannon({ ...endpointRequest(url, endpoint, id), connections: CONNECTIONS / ENDPOINTS.length, duration: seconds });
   return { endpoint, rps: r.requests.average, p99: r.latency.p99, non2xx: r.non2xx, errors: r.errors };
 }
 

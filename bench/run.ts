@@ -8,6 +8,7 @@ import pg from 'pg';
 import { findNginx, renderStandalone } from '../src/ops/nginx.js';
 import { listAll, pm2 } from '../src/ops/pm2.js';
 import { cpuPerRequest, cpuSnapshot } from './cpu.js';
+import { ENDPOINTS, endpointRequest } from './endpoints.js';
 import { freePort } from '../test/support/ports.js';
 import { startPostgres } from '../test/support/postgres.js';
 import { decreases, startScraper } from '../test/support/scraper.js';
@@ -188,14 +189,7 @@ async function proxyFor(upstreamPort: number): Promise<{ url: string; child: Chi
 }
 
 async function load(url: string, endpoint: string, id: number): Promise<autocannon.Result> {
-  const auth = authHeaders();
-  const opts: autocannon.Options =
-    endpoint === 'POST /api/logs'
-      ? { url: `${url}/api/logs`, method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify({ stype: 'app', description: 'bench write' }) }
-      : endpoint === 'GET /api/logs/:id'
-        ? { url: `${url}/api/logs/${id}`, headers: auth }
-        : { url: `${url}/api/logs?limit=20`, headers: auth };
-  return autocannon({ ...opts, connections: CONNECTIONS, duration: DURATION_S });
+  return autocannon({ ...endpointRequest(url, endpoint, id), connections: CONNECTIONS, duration: DURATION_S });
 }
 
 /** Round tick steps for an axis from 0 to about `max`: 1, 2 or 5 × 10^n, about five of them. */
@@ -302,7 +296,7 @@ async function main(): Promise<void> {
       ['sitelog via nginx', sitelogVia],
     ];
     const roots = await parts(stack, postgres, proxies.map((p) => p.child));
-    const endpoints = ['GET /api/logs/:id', 'GET /api/logs?limit=20', 'POST /api/logs'];
+    const endpoints = ENDPOINTS;
     // warm-up: JIT, pools, nginx keepalive
     for (const [, url] of setups) await autocannon({ url: `${url}/api/logs/${id}`, headers: authHeaders(), connections: 16, duration: 2 });
     const rss = async () => (await stack.processes('web')).map((p) => Math.round(((p as unknown as { monit?: { memory: number } }).monit?.memory ?? 0) / 1048576));
