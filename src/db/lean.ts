@@ -118,7 +118,9 @@ function cancelRunning(client: PooledClient): Promise<boolean> {
       resolve(landed);
     };
     const timer = setTimeout(() => done(false), 1_000);
-    socket.once('connect', () => socket.end(request));
+    // written, not end()ed: the server closes this connection once it has the request. A client
+    // that half-closes first makes PgBouncer 1.18 exit (pgbouncer#801; docs/scaling-research.md).
+    socket.once('connect', () => socket.write(request));
     socket.once('close', () => done(true));
     socket.once('error', () => done(false));
   });
