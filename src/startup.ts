@@ -97,11 +97,13 @@ export async function startWebProcess(config: Config, logger: Logger, shutdown: 
   server.keepAliveTimeout = KEEP_ALIVE_MS;
   server.headersTimeout = KEEP_ALIVE_MS + 1_000;
   server.requestTimeout = 30_000;
+  // its first run comes well after the process is ready; stopped after the HTTP drain (steps run
+  // newest first), so a batch in progress never holds the drain up
+  const retention = startRetention(sequelize, config, logger);
+  shutdown.add('log retention', () => retention?.stop());
   shutdown.add('http server', () => drain(server));
   server.listen(config.PORT, config.BIND_ADDRESS);
   await once(server, 'listening');
-  const retention = startRetention(sequelize, config, logger);
-  shutdown.add('log retention', () => retention?.stop());
   return server;
 }
 

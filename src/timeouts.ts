@@ -32,10 +32,17 @@ export const STATEMENT_TIMEOUT_MS = 5_000;
  * (lock_timeout, SQLSTATE 55P03): the request answers 503 SITELOG_DB_BUSY and its pool connection
  * is free again. Our own lock waits (a duplicate key's insert waiting for the first to commit) last
  * milliseconds; a longer one means somebody holds the table (LOCK TABLE, a migration, a bulk job),
- * and waiting on would only pile requests up. A write waits for a write slot (POOL_ACQUIRE_MS), then
- * at most this for its lock: both fit in STATEMENT_TIMEOUT_MS, so a write is answered within it.
+ * and waiting on would only pile requests up. Under a locked table a write waits at most
+ * WRITE_SLOT_WAIT_MS for a write slot, then this for its lock: 2.5 s, well within
+ * STATEMENT_TIMEOUT_MS. (Only when reads alone fill the whole pool may it also wait POOL_ACQUIRE_MS
+ * for a connection; the request's deadline, REQUEST_DEADLINE_MS, bounds it all.)
  */
 export const LOCK_WAIT_MS = 1_000;
+/**
+ * How long a log write waits for one of the write slots (src/db/lean.ts withWriteConnection). Under
+ * a locked table every slot frees within LOCK_WAIT_MS, so a longer wait would only delay the 503.
+ */
+export const WRITE_SLOT_WAIT_MS = 1_500;
 /**
  * Every request is answered within this: past it, 503 with Retry-After, and its database work is
  * cancelled (src/abort.ts). nginx's proxy_read_timeout (15 s) sits above it, so when nginx times out

@@ -52,3 +52,8 @@ describe('slots', () => {
     await assert.rejects(slots.take(), /no slot in time/, 'still one holder at most');
   });
 });
+
+test('when the pool is sized, then writes get three quarters of it, at least one, and never the whole of a pool of two or more', async () => {
+  const { writeSlotCount } = await import('../src/db/lean.js');
+  assert.deepEqual([1, 2, 3, 4, 10, 20].map(writeSlotCount), [1, 1, 2, 3, 7, 15]);
+});

@@ -1,7 +1,7 @@
 import crypto from 'node:crypto';
 import type { Sequelize } from 'sequelize';
 import { secretEquals } from '../auth.js';
-import { transaction, withConnection } from '../db/lean.js';
+import { transaction, withConnection, withWriteConnection } from '../db/lean.js';
 import { LOGIN_PREFIX } from '../db/locks.js';
 import { clientFailures, insertEntry, securityOverview, type ThrottleEntries } from '../logs/queries.js';
 import * as queries from './queries.js';
@@ -28,7 +28,7 @@ export type LoginOutcome = 'accepted' | 'wrong' | 'locked';
  * fails the whole attempt (the caller refuses it): no guess is checked without being counted.
  */
 export async function attemptLogin(sequelize: Sequelize, password: string, adminPassword: string, origin: Origin): Promise<LoginOutcome> {
-  return withConnection(sequelize, (run) =>
+  return withWriteConnection(sequelize, (run) =>
     transaction(run, async (): Promise<LoginOutcome> => {
       await queries.lockClient(run, LOGIN_PREFIX, origin.ip);
       if ((await clientFailures(run, origin.ip, THROTTLE)) >= LOGIN_FAILURES_ALLOWED) return 'locked';
@@ -45,7 +45,7 @@ export async function attemptLogin(sequelize: Sequelize, password: string, admin
  * `security` entry naming the client and where the unlock came from.
  */
 export async function unlockClient(sequelize: Sequelize, address: string, origin: Origin): Promise<void> {
-  await withConnection(sequelize, (run) =>
+  await withWriteConnection(sequelize, (run) =>
     transaction(run, async () => {
       const client = await queries.unlockClient(run, address);
       await insertEntry(run, { ...origin, stype: 'security', description: `console: unlocked ${client} (from ${origin.ip ?? 'unknown'})` });

@@ -2,7 +2,7 @@ import net from 'node:net';
 import path from 'node:path';
 import type pg from 'pg';
 import { ConnectionAcquireTimeoutError, type Sequelize } from 'sequelize';
-import { POOL_ACQUIRE_MS } from '../timeouts.js';
+import { WRITE_SLOT_WAIT_MS } from '../timeouts.js';
 import { Slots } from './slots.js';
 
 /**
@@ -63,9 +63,11 @@ export async function withConnection<T>(sequelize: Sequelize, work: (run: Run) =
 
 /**
  * `work` that writes the log, on a connection of Sequelize's pool. Such writes hold at most three
- * quarters of the pool at once: a write can wait on a lock somebody else holds on its table (up to
- * LOCK_WAIT_MS), which a read never waits on, so the quarter left is always there for reads. A write
- * that gets no slot within POOL_ACQUIRE_MS fails as one that gets no connection does (503, busy).
+ * quarters of the pool at once, and never all of it: a write can wait on a lock somebody else holds
+ * on its table (up to LOCK_WAIT_MS), which a read never waits on, so what is left is always there
+ * for reads. A write that gets no slot within WRITE_SLOT_WAIT_MS fails as one that gets no
+ * connection does (503, busy): under a locked table a slot frees within LOCK_WAIT_MS, so waiting
+ * longer would only delay the answer.
  */
 export async function withWriteConnection<T>(sequelize: Sequelize, work: (run: Run) => Promise<T>): Promise<T> {
   const slots = writeSlots(sequelize);
@@ -84,11 +86,16 @@ function writeSlots(sequelize: Sequelize): Slots {
   let slots = writeSlotsByPool.get(sequelize);
   if (!slots) {
     const poolMax = sequelize.config.pool?.max ?? 1;
-    const size = Math.max(1, Math.floor((poolMax * 3) / 4));
-    slots = new Slots(size, POOL_ACQUIRE_MS, () => new ConnectionAcquireTimeoutError(new Error(`no write slot of ${size} free within ${POOL_ACQUIRE_MS} ms`)));
+    const size = writeSlotCount(poolMax);
+    slots = new Slots(size, WRITE_SLOT_WAIT_MS, () => new ConnectionAcquireTimeoutError(new Error(`no write slot of ${size} free within ${WRITE_SLOT_WAIT_MS} ms`)));
     writeSlotsByPool.set(sequelize, slots);
   }
   return slots;
+}
+
+/** Three quarters of the pool for writes, at least one, and one connection left for reads when the pool has two. */
+export function writeSlotCount(poolMax: number): number {
+  return poolMax <= 1 ? 1 : Math.max(1, Math.min(poolMax - 1, Math.floor((poolMax * 3) / 4)));
 }
 
 /** Writes waiting for a write slot now: waiting for a connection, as the pool's own waiters are. */

@@ -205,8 +205,17 @@ export async function tryRetentionLock(run: Run): Promise<boolean> {
   return row?.locked === true;
 }
 
+/**
+ * Releases the retention lock. When PostgreSQL says it was not held, or the unlock fails, the error
+ * thrown is not PostgreSQL's: withConnection then has the pool destroy the connection (which ends its
+ * session, and the lock with it) instead of lending it out still locked. Advisory locks are
+ * re-entrant, so a connection kept with the lock would never let it go.
+ */
 export async function releaseRetentionLock(run: Run): Promise<void> {
-  await run(RETENTION_UNLOCK, []);
+  const rows = await run<{ unlocked: boolean }>(RETENTION_UNLOCK, []).catch((err: unknown) => {
+    throw new Error('retention: the lock could not be released; the connection is dropped', { cause: err });
+  });
+  if (rows[0]?.unlocked !== true) throw new Error('retention: the lock was not held by this connection; the connection is dropped');
 }
 
 /**

@@ -51,6 +51,8 @@ export type RetentionReport = {
  * once `signal` aborts.
  */
 export async function removeExpired(sequelize: Sequelize, days: number, signal: AbortSignal): Promise<RetentionReport | undefined> {
+  // no `signal` for withConnection here: its guarded runner would refuse the unlock below once the
+  // signal aborts; the run stops between batches through removeUnderLock instead
   return withConnection(sequelize, async (run) => {
     if (!(await tryRetentionLock(run))) return undefined;
     try {
