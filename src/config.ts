@@ -70,6 +70,8 @@ export const envFields = {
     .pipe(
       z.array(z.union([z.literal('loopback'), z.ipv4(), z.ipv6(), z.cidrv4(), z.cidrv6()], { error: 'must be addresses/CIDRs separated by commas' })),
     )
+    // "loopback" as the networks it is, so nginx's allow lines and the app's check read one list
+    .transform((entries) => entries.flatMap((e) => (e === 'loopback' ? ['127.0.0.0/8', '::1'] : [e])))
     .describe('the addresses that may scrape GET /metrics (nginx allows them, the app checks again)'),
   SITELOG_TEST_ROUTES: z
     .enum(['0', '1'], { error: 'must be 0 or 1' })

@@ -92,7 +92,7 @@ export function createLogger(opts: { host: string; instance: number; level: stri
 }
 
 /**
- * Anything else written to this process's stdout (a library's console.log, PM2's own "Reloading
+ * Anything else written to this process's stdout (a library writing to stdout itself, PM2's own "Reloading
  * log..." after a reopen) becomes a pino line too: the log file stays one JSON object per line, and
  * every write goes through the logger's one-at-a-time queue, behind no other writer's. Call it once,
  * after the process's one logger exists: a logger made later would queue into this capture.

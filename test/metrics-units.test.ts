@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { envFields } from '../src/config.js';
 import { niceStep, timeTicks } from '../src/console/pages.js';
 import type { Sample } from '../src/metrics/instruments.js';
 import { hostTotal } from '../src/metrics/live.js';
@@ -50,7 +51,7 @@ test('when METRICS_ALLOW lists addresses and networks, then exactly those may sc
     ['127.0.0.1', '::ffff:127.0.0.1', '10.1.200.3', '2001:db8::5', '127.0.0.2', '10.2.0.1', '2001:db8:1::5', '::1', undefined].map(allowed),
     [true, true, true, true, false, false, false, false, false],
   );
-  const loopback = metricsAllowList(['loopback']);
+  const loopback = metricsAllowList(envFields.METRICS_ALLOW.parse('loopback'));
   assert.deepEqual(['127.0.0.9', '::1', '10.0.0.1'].map(loopback), [true, true, false]);
-  assert.equal(metricsAllowLines(['loopback', '10.1.0.0/16']), '    allow 127.0.0.0/8;\n    allow ::1;\n    allow 10.1.0.0/16;');
+  assert.equal(metricsAllowLines(envFields.METRICS_ALLOW.parse('loopback,10.1.0.0/16')), '    allow 127.0.0.0/8;\n    allow ::1;\n    allow 10.1.0.0/16;');
 });

@@ -4,13 +4,13 @@ import { forbidden } from '../errors.js';
 import type { HostMetrics } from './host.js';
 
 /**
- * Who may scrape: METRICS_ALLOW's addresses and networks ("loopback": 127.0.0.0/8 and ::1). nginx
+ * Who may scrape: METRICS_ALLOW's addresses and networks (config.ts expands "loopback"). nginx
  * allows the same list (nginx/sitelog-site.conf); the app checks again, because other spellings of
  * the path and clients reaching the instances directly do not pass that nginx location.
  */
 export function metricsAllowList(entries: readonly string[]): (address: string | undefined) => boolean {
   const list = new net.BlockList();
-  for (const entry of entries.flatMap((e) => (e === 'loopback' ? ['127.0.0.0/8', '::1'] : [e]))) {
+  for (const entry of entries) {
     const [address, prefix] = entry.split('/');
     const family = net.isIPv6(address!) ? 'ipv6' : 'ipv4';
     if (prefix === undefined) list.addAddress(address!, family);

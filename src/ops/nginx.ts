@@ -57,14 +57,13 @@ export type SiteOptions = {
    * `listen` argument (443 unless given). The plain-HTTP server then only redirects to it.
    */
   tls?: { cert: string; key: string; listen?: string };
-  /** Who may scrape /metrics: METRICS_ALLOW's entries (addresses, CIDRs, "loopback"). */
+  /** Who may scrape /metrics: METRICS_ALLOW's addresses and CIDRs (config.ts expands "loopback"). */
   metricsAllow?: readonly string[];
 };
 
-/** nginx `allow` lines for METRICS_ALLOW ("loopback" is 127.0.0.0/8 and ::1). */
+/** nginx `allow` lines for METRICS_ALLOW's addresses and CIDRs. */
 export function metricsAllowLines(entries: readonly string[] = ['127.0.0.1']): string {
-  const addresses = entries.flatMap((e) => (e === 'loopback' ? ['127.0.0.0/8', '::1'] : [e]));
-  return addresses.map((a) => `    allow ${a};`).join('\n');
+  return entries.map((a) => `    allow ${a};`).join('\n');
 }
 
 /** Writes sitelog.conf (http level), sitelog-site.conf and, with tls, sitelog-tls.conf into dir. */
