@@ -33,6 +33,17 @@ export const envFields = {
     .string()
     .regex(/^postgres(ql)?:\/\/[^/]+\/[^/?]+/, 'must be postgres://user:password@host:port/database')
     .describe('PostgreSQL URL (ecosystem.config.js points it at the embedded server when unset)'),
+  DATABASE_DIRECT_URL: z
+    .string()
+    .regex(/^postgres(ql)?:\/\/[^/]+\/[^/?]+/, 'must be postgres://user:password@host:port/database')
+    .optional()
+    .describe('PostgreSQL itself, for what needs a session (liveness locks, migrations), when DATABASE_URL goes through PgBouncer in transaction mode (unset: DATABASE_URL)'),
+  DATABASE_READ_URLS: z
+    .string()
+    .transform((s) => s.split(',').map((u) => u.trim()).filter((u) => u !== ''))
+    .pipe(z.array(z.string().regex(/^postgres(ql)?:\/\/[^/]+\/[^/?]+/, 'must be postgres:// URLs separated by commas')).min(1, 'must name at least one replica'))
+    .optional()
+    .describe('streaming replicas (PostgreSQL itself, comma-separated) for the reads that need not see their own writes: the log list and the log browser'),
   DB_POOL_MAX: z.coerce.number().int().min(1).max(1000).default(10).describe('pool size per instance'),
   API_TOKEN: z.string().min(16, 'must be at least 16 characters').describe('bearer token of the JSON API'),
   ADMIN_PASSWORD: z.string().min(8, 'must be at least 8 characters').describe('password of the console'),
@@ -86,7 +97,15 @@ export const envFields = {
 const schema = z.object(envFields);
 
 export type Config = Readonly<
-  Omit<z.infer<typeof schema>, 'WEB_INSTANCES' | 'NODE_APP_INSTANCE' | 'restart_time' | 'name' | 'pm_out_log_path' | 'EMBEDDED_PG_PORT' | 'SECRETS_FILE'> & {
+  Omit<
+    z.infer<typeof schema>,
+    'WEB_INSTANCES' | 'NODE_APP_INSTANCE' | 'restart_time' | 'name' | 'pm_out_log_path' | 'EMBEDDED_PG_PORT' | 'SECRETS_FILE' | 'DATABASE_DIRECT_URL' | 'DATABASE_READ_URLS'
+  > & {
+    /** DATABASE_URL unless it goes through PgBouncer in transaction mode. */
+    DATABASE_DIRECT_URL: string;
+    /** Whether DATABASE_URL is a pooler's (DATABASE_DIRECT_URL set apart from it): no session survives a transaction there. */
+    DATABASE_POOLED: boolean;
+    DATABASE_READ_URLS: readonly string[];
     WEB_INSTANCES: number;
     PM2_APP: string;
     INSTANCE: number;
@@ -104,7 +123,7 @@ export class ConfigError extends Error {
   }
 }
 
-const SECRET_KEYS = new Set(['API_TOKEN', 'ADMIN_PASSWORD', 'DATABASE_URL', 'EMBEDDED_PG_PASSWORD']);
+const SECRET_KEYS = new Set(['API_TOKEN', 'ADMIN_PASSWORD', 'DATABASE_URL', 'DATABASE_DIRECT_URL', 'DATABASE_READ_URLS', 'EMBEDDED_PG_PASSWORD']);
 
 /** Reads the environment once; reports every bad variable, one line each, without echoing secrets. */
 export function parseEnv<S extends z.ZodType>(schema: S, env: NodeJS.ProcessEnv): z.infer<S> {
@@ -152,7 +171,18 @@ export function proxyTrustProblem(bindAddress: string, trustProxy: readonly stri
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
-  const { WEB_INSTANCES, NODE_APP_INSTANCE, restart_time, name, pm_out_log_path, EMBEDDED_PG_PORT: _port, SECRETS_FILE: _file, ...rest } = parseEnv(
+  const {
+    WEB_INSTANCES,
+    NODE_APP_INSTANCE,
+    restart_time,
+    name,
+    pm_out_log_path,
+    DATABASE_DIRECT_URL,
+    DATABASE_READ_URLS,
+    EMBEDDED_PG_PORT: _port,
+    SECRETS_FILE: _file,
+    ...rest
+  } = parseEnv(
     schema,
     withLocalSecrets(env),
   );
@@ -161,6 +191,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   return Object.freeze({
     ...rest,
     DATA_DIR: path.resolve(rest.DATA_DIR),
+    DATABASE_DIRECT_URL: DATABASE_DIRECT_URL ?? rest.DATABASE_URL,
+    DATABASE_POOLED: DATABASE_DIRECT_URL !== undefined && DATABASE_DIRECT_URL !== rest.DATABASE_URL,
+    DATABASE_READ_URLS: DATABASE_READ_URLS ?? [],
     WEB_INSTANCES: WEB_INSTANCES === 'max' ? os.availableParallelism() : WEB_INSTANCES,
     INSTANCE: NODE_APP_INSTANCE,
     PM2_RESTARTS: restart_time,
