@@ -41,7 +41,15 @@ export class AppHost {
 
   async start({ timeoutMs = 60_000 } = {}): Promise<void> {
     await this.pm2('start', 'ecosystem.config.js', '--env', 'production');
-    await waitFor(`${this.host.name} ready`, async () => (await fetch(`${this.url}/readyz`)).status === 200, { timeoutMs });
+    try {
+      await waitFor(`${this.host.name} ready`, async () => (await fetch(`${this.url}/readyz`)).status === 200, { timeoutMs });
+    } catch (err) {
+      const last = this.logLines()
+        .filter((l) => l.trim() !== '')
+        .slice(-12)
+        .map((l) => `  ${l.slice(0, 500)}`);
+      throw new Error(`${(err as Error).message}; the host's last log lines:\n${last.join('\n')}`, { cause: err });
+    }
   }
 
   /** Whether the host's instances answer ready. */
