@@ -11,6 +11,8 @@
 #   SITELOG_PORT [3000]              the web instances' port on 127.0.0.1 (deploy.sh's green slot: +1)
 #   SITELOG_DB [sitelog]             database and role, on the local PostgreSQL
 #   SITELOG_DATABASE_URL [unset]     a PostgreSQL elsewhere (several app hosts): no local server is set up
+#   SITELOG_DATABASE_DIRECT_URL [unset]  PostgreSQL itself, when SITELOG_DATABASE_URL is PgBouncer's (docs/scaling.md)
+#   SITELOG_DATABASE_READ_URLS [unset]   streaming replicas for the log list and browser, comma-separated
 #   SITELOG_NGINX_SITES [/etc/nginx/sites-enabled]  where the distribution's default site is disabled
 set -euo pipefail
 # the tools' own notices ("new version available", funding) are not provision's output
@@ -90,6 +92,8 @@ DATABASE_URL=${EXTERNAL_DB:-postgres://$DB:$db_password@127.0.0.1:5432/$DB}
 API_TOKEN=$(secret)
 ADMIN_PASSWORD=$(secret)
 EOF
+  [ -z "${SITELOG_DATABASE_DIRECT_URL:-}" ] || echo "DATABASE_DIRECT_URL=$SITELOG_DATABASE_DIRECT_URL" >> "$ENV_FILE"
+  [ -z "${SITELOG_DATABASE_READ_URLS:-}" ] || echo "DATABASE_READ_URLS=$SITELOG_DATABASE_READ_URLS" >> "$ENV_FILE"
   chown root:"$APP_USER" "$ENV_FILE"
   chmod 0640 "$ENV_FILE"
   umask 022

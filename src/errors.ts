@@ -95,6 +95,12 @@ const BUSY_CODES = new Set(['53300', '57014', '55P03']);
 // node-pg reports a dropped or timed-out connection without a code; Sequelize may wrap it (e.g. a failed ROLLBACK).
 const TROUBLE_TEXT = /terminated|terminating connection|not queryable|connection error|ECONNREFUSED|timeout/i;
 
+// PgBouncer answers its own troubles as 08P01 (protocol violation), told apart by their text: a
+// PostgreSQL it cannot reach is gone; a full pool (a client waited query_wait_timeout) or no client
+// slot left is busy. Any other 08P01 (an unsupported startup parameter) is a configuration mistake.
+const POOLER_GONE = /server login has been failing|cannot connect to server|server conn crashed|shutting down|database .* (?:removed|disabled)/i;
+const POOLER_BUSY = /query_wait_timeout|no more connections allowed/i;
+
 /** An error's code (SQLSTATE or socket) and text, its wrapped cause's first: Sequelize wraps pg's errors. */
 function facts(err: unknown): { name?: string; code?: string; text: string } {
   const e = err as { name?: string; code?: string; message?: string; parent?: { code?: string; message?: string } };
@@ -109,6 +115,7 @@ function facts(err: unknown): { name?: string; code?: string; text: string } {
  */
 export function databaseTrouble(err: unknown): 'gone' | 'busy' | undefined {
   const { name, code, text } = facts(err);
+  if (code === '08P01') return POOLER_BUSY.test(text) ? 'busy' : POOLER_GONE.test(text) ? 'gone' : undefined;
   const busy =
     err instanceof TimeoutError ||
     name === 'SequelizeConnectionAcquireTimeoutError' ||

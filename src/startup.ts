@@ -9,6 +9,7 @@ import type { AppContext } from './context.js';
 import { checkPoolBudget, connectWithRetry } from './db/database.js';
 import { DatabaseGate } from './db/gate.js';
 import { migrate } from './db/migrate.js';
+import { setPooledDefaults } from './db/pooler.js';
 import { createSequelize, poolState } from './db/sequelize.js';
 import { Presence } from './instances/presence.js';
 import type { Logger } from './logger.js';
@@ -50,20 +51,23 @@ export async function startWebProcess(config: Config, logger: Logger, shutdown: 
   const sequelize = createSequelize(config);
   shutdown.add('database pool', () => sequelize.close());
 
-  const liveness = await connectWithRetry(config.DATABASE_URL, 'sitelog-liveness', logger, {
+  // What needs a session (the liveness lock, the migrations' lock) goes to PostgreSQL itself, even
+  // when the pool goes through PgBouncer: docs/scaling.md.
+  const liveness = await connectWithRetry(config.DATABASE_DIRECT_URL, 'sitelog-liveness', logger, {
     timeoutMs: DATABASE_WAIT_MS,
     signal: shutdown.controller.signal,
   });
   const presence = new Presence(
     { host: config.SITELOG_HOST, instance: config.INSTANCE, pid: process.pid, pm2Restarts: config.PM2_RESTARTS },
-    config.DATABASE_URL,
+    config.DATABASE_DIRECT_URL,
     logger,
   );
   shutdown.add('presence', () => presence.close());
-  const budget = await checkPoolBudget(liveness, { instances: config.WEB_INSTANCES, poolMax: config.DB_POOL_MAX });
+  const budget = await checkPoolBudget(liveness, { instances: config.WEB_INSTANCES, poolMax: config.DB_POOL_MAX, pooled: config.DATABASE_POOLED });
   logger.debug(budget, 'pool budget fits');
 
-  await migrate(sequelize, liveness, logger);
+  await migrate(config.DATABASE_DIRECT_URL, liveness, logger);
+  if (config.DATABASE_POOLED) await setPooledDefaults(liveness, logger);
 
   await presence.announce(liveness);
   presence.startHeartbeat();

@@ -27,6 +27,8 @@ export const DB_CONNECT_TIMEOUT_MS = 2_000;
 export const POOL_ACQUIRE_MS = 3_000;
 /** PostgreSQL cancels a web process's statement after this (statement_timeout). */
 export const STATEMENT_TIMEOUT_MS = 5_000;
+/** PostgreSQL ends a web process's session left idle inside a transaction after this. */
+export const IDLE_IN_TRANSACTION_MS = 10_000;
 /**
  * How long a web process's statement waits for a table or row lock before PostgreSQL cancels it
  * (lock_timeout, SQLSTATE 55P03): the request answers 503 SITELOG_DB_BUSY and its pool connection

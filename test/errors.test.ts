@@ -105,6 +105,11 @@ const CASES: Array<{ when: string; err: unknown; then: 'gone' | 'busy' | undefin
   { when: "a plain Error 'Connection terminated unexpectedly'", err: new Error('Connection terminated unexpectedly'), then: 'gone' },
   { when: "a plain Error 'Connection terminated due to connection timeout'", err: new Error('Connection terminated due to connection timeout'), then: 'busy' },
   { when: "a plain Error 'timeout expired' (node-pg's connect timeout)", err: new Error('timeout expired'), then: 'busy' },
+  { when: "PgBouncer's 08P01 'server login has been failing' (PostgreSQL unreachable behind it)", err: pgError('08P01', 'server login has been failing, try again later (server_login_retry)'), then: 'gone' },
+  { when: "PgBouncer's 08P01 'server conn crashed?'", err: pgError('08P01', 'server conn crashed?'), then: 'gone' },
+  { when: "PgBouncer's 08P01 'query_wait_timeout' (its pool full)", err: pgError('08P01', 'query_wait_timeout'), then: 'busy' },
+  { when: "PgBouncer's 08P01 'no more connections allowed (max_client_conn)'", err: pgError('08P01', 'no more connections allowed (max_client_conn)'), then: 'busy' },
+  { when: "PgBouncer's 08P01 'unsupported startup parameter' (a configuration mistake)", err: pgError('08P01', 'unsupported startup parameter: options'), then: undefined },
   { when: 'a bug', err: new TypeError("Cannot read properties of undefined (reading 'id')"), then: undefined },
   { when: 'a thrown string', err: 'Connection terminated', then: undefined },
 ];

@@ -104,6 +104,8 @@ describe('configuration', () => {
     ['PROXY_PORT is negative', { PROXY_PORT: '-1' }, /^ {2}PROXY_PORT: .* \("-1"\)$/m],
     ['WEB_INSTANCES is 0', { WEB_INSTANCES: '0' }, /^ {2}WEB_INSTANCES: .* \("0"\)$/m],
     ['DATABASE_URL is not PostgreSQL', { DATABASE_URL: 'mysql://u:p@h/db' }, /^ {2}DATABASE_URL: must be postgres:\/\/user:password@host:port\/database \(value hidden\)$/m],
+    ['DATABASE_DIRECT_URL is not PostgreSQL', { DATABASE_DIRECT_URL: 'pgbouncer-host:6432' }, /^ {2}DATABASE_DIRECT_URL: must be postgres:\/\/user:password@host:port\/database \(value hidden\)$/m],
+    ['DATABASE_READ_URLS names a bad replica', { DATABASE_READ_URLS: 'postgres://u:secret-password@r1:5432/x, r2' }, /^ {2}DATABASE_READ_URLS: must be postgres:\/\/ URLs separated by commas \(value hidden\)$/m],
     ['DB_POOL_MAX is 0', { DB_POOL_MAX: '0' }, /^ {2}DB_POOL_MAX: .* \("0"\)$/m],
     ['API_TOKEN is short', { API_TOKEN: 'short' }, /^ {2}API_TOKEN: must be at least 16 characters \(value hidden\)$/m],
     ['ADMIN_PASSWORD is short', { ADMIN_PASSWORD: 'short' }, /^ {2}ADMIN_PASSWORD: must be at least 8 characters \(value hidden\)$/m],

@@ -3,6 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { databaseTrouble } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { LOCK_CREATE_DATABASE } from './locks.js';
+import { IDLE_IN_TRANSACTION_MS, LOCK_WAIT_MS, STATEMENT_TIMEOUT_MS } from '../timeouts.js';
 
 /** Startup fails for good (no retry) on these: a wrong password does not fix itself. */
 export class FatalDatabaseError extends Error {}
@@ -16,12 +17,41 @@ export function databaseName(url: string): string {
   return decodeURIComponent(new URL(url).pathname.slice(1));
 }
 
-/** A client of its own (never from a pool), optionally to another database of the same server. */
+/** Session settings as a startup parameter (`options`), which only PostgreSQL itself accepts, not PgBouncer. */
+export function sessionOptions(settings: Readonly<Record<string, number>>): string {
+  return Object.entries(settings)
+    .map(([name, value]) => `-c ${name}=${value}`)
+    .join(' ');
+}
+
+/**
+ * What a session connection (liveness, migrations' lock) runs under: no timeouts, whatever this
+ * role's defaults say (db/pooler.ts sets some for the pooled connections). It waits on advisory
+ * locks other instances hold for as long as they hold them: an instance reloading holds its
+ * liveness lock until it exits, a migration the migrations lock until it is done.
+ */
+/**
+ * What every pooled connection runs under: startup parameters, so no round trip per request.
+ * Migrations do not run on this pool (db/sequelize.ts createMigrationSequelize).
+ */
+export const POOL_SESSION_SETTINGS = {
+  statement_timeout: STATEMENT_TIMEOUT_MS,
+  lock_timeout: LOCK_WAIT_MS,
+  idle_in_transaction_session_timeout: IDLE_IN_TRANSACTION_MS,
+} as const;
+
+export const SESSION_SETTINGS = { statement_timeout: 0, lock_timeout: 0, idle_in_transaction_session_timeout: 0 } as const;
+
+/**
+ * A client of its own (never from a pool), optionally to another database of the same server.
+ * With `settings`, a session on PostgreSQL itself (DATABASE_DIRECT_URL): they go as startup parameters.
+ */
 export function clientFor(
   url: string,
   database: string | undefined,
   applicationName: string,
   connectionTimeoutMillis = 2_000,
+  settings?: Readonly<Record<string, number>>,
 ): pg.Client {
   const target = new URL(url);
   // pg lets the connection string win over a `database` option, so the name goes into the URL
@@ -31,6 +61,7 @@ export function clientFor(
     application_name: applicationName,
     connectionTimeoutMillis,
     keepAlive: true,
+    ...(settings && { options: sessionOptions(settings) }),
   });
   // Without a listener a dropped connection is an uncaught 'error' that kills the process.
   client.on('error', () => undefined);
@@ -94,7 +125,7 @@ export async function connectWithRetry(
   let ensured = false;
   for (;;) {
     attempt += 1;
-    const client = clientFor(url, undefined, applicationName);
+    const client = clientFor(url, undefined, applicationName, undefined, SESSION_SETTINGS);
     try {
       if (!ensured) await ensureDatabase(url, logger);
       ensured = true;
@@ -107,6 +138,12 @@ export async function connectWithRetry(
       const code = codeOf(err);
       if (code === '3D000') throw new FatalDatabaseError(`database "${databaseName(url)}" does not exist (${(err as Error).message})`);
       if (code && BAD_CREDENTIALS.has(code)) throw new FatalDatabaseError(`database refused our credentials (${code})`);
+      if (code === '08P01' && /unsupported startup parameter/.test((err as Error).message)) {
+        throw new FatalDatabaseError(
+          `${(err as Error).message}: this connection needs a session of its own, so its URL must be PostgreSQL itself, not PgBouncer; ` +
+            'point DATABASE_URL at PgBouncer and DATABASE_DIRECT_URL at PostgreSQL',
+        );
+      }
       if (!isRetryable(err) || Date.now() + delay > deadline || opts.signal?.aborted) throw err;
       if (attempt === 1 || attempt % 40 === 0) {
         logger.info({ attempt, code, retryInMs: delay }, 'waiting for the database');
@@ -126,21 +163,30 @@ export const CONNECTIONS_BESIDE_POOL = 1;
 /** Kept free for psql, migrations from deploy and monitoring. */
 export const CONNECTION_RESERVE = 5;
 
+/**
+ * Whether this host's instances fit the server's connections. Directly, each holds its pool and
+ * its liveness connection. Behind PgBouncer (`pooled`), the pools are PgBouncer's clients and its
+ * own server connections are counted by `npm run doctor`; here only the liveness connections count.
+ */
 export async function checkPoolBudget(
   client: pg.Client,
-  budget: { instances: number; poolMax: number },
+  budget: { instances: number; poolMax: number; pooled: boolean },
 ): Promise<{ needed: number; available: number }> {
   const { rows } = await client.query<{ max: string; reserved: string }>(
     `SELECT current_setting('max_connections') AS max, current_setting('superuser_reserved_connections') AS reserved`,
   );
   const row = rows[0];
   const available = Number(row?.max) - Number(row?.reserved);
-  const needed = budget.instances * (budget.poolMax + CONNECTIONS_BESIDE_POOL) + CONNECTION_RESERVE;
+  const perInstance = (budget.pooled ? 0 : budget.poolMax) + CONNECTIONS_BESIDE_POOL;
+  const needed = budget.instances * perInstance + CONNECTION_RESERVE;
   if (needed > available) {
+    const sum = budget.pooled
+      ? `WEB_INSTANCES ${budget.instances} × ${CONNECTIONS_BESIDE_POOL} liveness connection (the pools go through PgBouncer)`
+      : `WEB_INSTANCES ${budget.instances} × (DB_POOL_MAX ${budget.poolMax} + ${CONNECTIONS_BESIDE_POOL})`;
     throw new PoolBudgetError(
-      `pool budget exceeded: WEB_INSTANCES ${budget.instances} × (DB_POOL_MAX ${budget.poolMax} + ${CONNECTIONS_BESIDE_POOL}) ` +
-        `+ reserve ${CONNECTION_RESERVE} = ${needed} connections, but the server allows ${available} ` +
-        `(max_connections ${row?.max} − superuser_reserved_connections ${row?.reserved}); lower DB_POOL_MAX or raise max_connections`,
+      `pool budget exceeded: ${sum} + reserve ${CONNECTION_RESERVE} = ${needed} connections, but the server allows ${available} ` +
+        `(max_connections ${row?.max} − superuser_reserved_connections ${row?.reserved}); ` +
+        (budget.pooled ? 'lower WEB_INSTANCES or raise max_connections' : 'lower DB_POOL_MAX, put PgBouncer in front (docs/scaling.md) or raise max_connections'),
     );
   }
   return { needed, available };

@@ -2,7 +2,8 @@ import net from 'node:net';
 import path from 'node:path';
 import type pg from 'pg';
 import { ConnectionAcquireTimeoutError, type Sequelize } from 'sequelize';
-import { WRITE_SLOT_WAIT_MS } from '../timeouts.js';
+import { DB_CONNECT_TIMEOUT_MS, WRITE_SLOT_WAIT_MS } from '../timeouts.js';
+import { clientFor, POOL_SESSION_SETTINGS } from './database.js';
 import { Slots } from './slots.js';
 
 /**
@@ -19,10 +20,23 @@ type PooledClient = pg.Client & { _invalid?: boolean };
 
 export type Run = <R extends pg.QueryResultRow>(statement: Statement, values: unknown[]) => Promise<R[]>;
 
-/** A runner on one client: the liveness connection, a migration's, or a pooled one. */
-export function runOn(client: pg.Client): Run {
+/**
+ * A runner on one client: the liveness connection, a migration's, or a pooled one. `named` false
+ * sends every statement unnamed: through PgBouncer in transaction mode consecutive statements of
+ * one client may reach different server connections, and a name prepared on one is unknown (or
+ * already taken) on another (docs/scaling.md says what that costs).
+ */
+export function runOn(client: pg.Client, named = true): Run {
   return async <R extends pg.QueryResultRow>(statement: Statement, values: unknown[]) =>
-    (await client.query<R>(statement.name ? { name: statement.name, text: statement.text, values } : { text: statement.text, values })).rows;
+    (await client.query<R>(named && statement.name ? { name: statement.name, text: statement.text, values } : { text: statement.text, values })).rows;
+}
+
+/** The pools behind PgBouncer in transaction mode, with PostgreSQL's own URL (DATABASE_DIRECT_URL). */
+const behindPooler = new WeakMap<Sequelize, string>();
+
+/** Statements on this Sequelize's pool go unnamed; what needs a session goes to `directUrl`. */
+export function sendUnnamed(sequelize: Sequelize, directUrl: string): void {
+  behindPooler.set(sequelize, directUrl);
 }
 
 /** A request's work stopped before its next statement, because its client went away or its deadline passed. */
@@ -35,7 +49,7 @@ class WorkAbandoned extends Error {}
  */
 export async function withConnection<T>(sequelize: Sequelize, work: (run: Run) => Promise<T>, signal?: AbortSignal): Promise<T> {
   const client = (await sequelize.connectionManager.getConnection({ type: 'write' })) as PooledClient;
-  const run = runOn(client);
+  const run = runOn(client, !behindPooler.has(sequelize));
   let cancelling: Promise<void> | undefined;
   const onAbort = (): void => {
     cancelling = cancelRunning(client).then((landed) => {
@@ -58,6 +72,24 @@ export async function withConnection<T>(sequelize: Sequelize, work: (run: Run) =
     // the cancel lands (or the connection is condemned) before the connection serves another request
     await cancelling;
     sequelize.connectionManager.releaseConnection(client);
+  }
+}
+
+/**
+ * `work` that needs a session of its own, such as a session advisory lock held across statements.
+ * On a pooled connection when the pool is PostgreSQL's; behind PgBouncer on a connection of its own
+ * to PostgreSQL, opened for the work and closed after it (which ends its session and its locks),
+ * under the pool's timeouts.
+ */
+export async function withSessionConnection<T>(sequelize: Sequelize, applicationName: string, work: (run: Run) => Promise<T>): Promise<T> {
+  const directUrl = behindPooler.get(sequelize);
+  if (directUrl === undefined) return withConnection(sequelize, work);
+  const client = clientFor(directUrl, undefined, applicationName, DB_CONNECT_TIMEOUT_MS, POOL_SESSION_SETTINGS);
+  try {
+    await client.connect();
+    return await work(runOn(client));
+  } finally {
+    await client.end().catch(() => undefined);
   }
 }
 

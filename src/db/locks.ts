@@ -19,3 +19,5 @@ export const START_PREFIX = 'sitelog:start:';
  * (int4 range: never one of the constants above), taken per transaction by a login attempt.
  */
 export const LOGIN_PREFIX = 'sitelog:login:';
+/** Taken per transaction while a process sets this role's defaults for pooled connections (src/db/pooler.ts). */
+export const LOCK_ROLE_DEFAULTS = 0x5173_6c67_0004n.toString();

@@ -1,5 +1,4 @@
 import os from 'node:os';
-import { Sequelize } from 'sequelize';
 import { z } from 'zod';
 import { ConfigError, envFields, EXIT_CONFIG, parseEnv } from '../config.js';
 import { createLogger } from '../logger.js';
@@ -11,22 +10,25 @@ import { migrate } from './migrate.js';
 // first keeps a failing migration from ever reaching a reload.
 
 async function main(): Promise<void> {
-  let env: { DATABASE_URL: string; LOG_LEVEL: string };
+  let env: { DATABASE_URL: string; DATABASE_DIRECT_URL?: string | undefined; LOG_LEVEL: string };
   try {
-    env = parseEnv(z.object({ DATABASE_URL: envFields.DATABASE_URL, LOG_LEVEL: envFields.LOG_LEVEL }), process.env);
+    env = parseEnv(
+      z.object({ DATABASE_URL: envFields.DATABASE_URL, DATABASE_DIRECT_URL: envFields.DATABASE_DIRECT_URL, LOG_LEVEL: envFields.LOG_LEVEL }),
+      process.env,
+    );
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     process.stderr.write(`${err.message}\n`);
     process.exit(EXIT_CONFIG);
   }
   const logger = createLogger({ host: os.hostname(), instance: -1, level: env.LOG_LEVEL });
-  const client = await connectWithRetry(env.DATABASE_URL, 'sitelog-migrate', logger, { timeoutMs: 30_000 });
-  const sequelize = new Sequelize(env.DATABASE_URL, { dialect: 'postgres', logging: false, pool: { max: 1 } });
+  // PostgreSQL itself, never PgBouncer: the lock is a session's
+  const directUrl = env.DATABASE_DIRECT_URL ?? env.DATABASE_URL;
+  const client = await connectWithRetry(directUrl, 'sitelog-migrate', logger, { timeoutMs: 30_000 });
   try {
-    const applied = await migrate(sequelize, client, logger);
+    const applied = await migrate(directUrl, client, logger);
     logger.info({ applied }, applied.length ? `applied ${applied.length} migration(s)` : 'migrations up to date');
   } finally {
-    await sequelize.close();
     await client.end();
   }
 }

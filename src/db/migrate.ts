@@ -4,6 +4,7 @@ import type pg from 'pg';
 import type { QueryInterface, Sequelize } from 'sequelize';
 import type { Logger } from '../logger.js';
 import { LOCK_MIGRATIONS } from './locks.js';
+import { createMigrationSequelize } from './sequelize.js';
 
 type Migration = {
   up: (params: { context: QueryInterface }) => Promise<void>;
@@ -61,16 +62,19 @@ export function createMigrator(sequelize: Sequelize, logger?: Logger) {
 /**
  * Runs pending migrations exactly once however many instances (or hosts) start together: the first
  * to take the session advisory lock migrates, the others wait on it and then find nothing pending.
+ * Both the lock and the migrations are on PostgreSQL itself (`directUrl`), never through PgBouncer.
  */
-export async function migrate(sequelize: Sequelize, lockClient: pg.Client, logger: Logger): Promise<string[]> {
+export async function migrate(directUrl: string, lockClient: pg.Client, logger: Logger): Promise<string[]> {
   // Up to date (every start after the first): nothing to lock for. Migrations only ever get added,
   // so a pending one seen here is still checked under the lock by umzug itself.
   if ((await pendingMigrations(lockClient)).length === 0) return [];
   await lockClient.query('SELECT pg_advisory_lock($1)', [LOCK_MIGRATIONS]);
+  const sequelize = createMigrationSequelize(directUrl);
   try {
     const applied = await createMigrator(sequelize, logger).up();
     return applied.map((m) => path.basename(m.name));
   } finally {
+    await sequelize.close();
     await lockClient.query('SELECT pg_advisory_unlock($1)', [LOCK_MIGRATIONS]);
   }
 }

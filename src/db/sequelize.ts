@@ -1,15 +1,16 @@
 import { Sequelize } from 'sequelize';
 import type { Config } from '../config.js';
-import { writesWaiting } from './lean.js';
-import { DB_CONNECT_TIMEOUT_MS, LOCK_WAIT_MS, POOL_ACQUIRE_MS, STATEMENT_TIMEOUT_MS } from '../timeouts.js';
+import { POOL_SESSION_SETTINGS, sessionOptions } from './database.js';
+import { sendUnnamed, writesWaiting } from './lean.js';
+import { DB_CONNECT_TIMEOUT_MS, LOCK_WAIT_MS, POOL_ACQUIRE_MS } from '../timeouts.js';
 
 /**
  * Each web instance builds its own Sequelize inside its startup path, never at import time:
  * a connection opened before PM2 forks would be shared by workers (the seed's incident). Sequelize
- * is the pool (and umzug's storage for the migrations); statements go through db/lean.ts.
+ * is the pool; statements go through db/lean.ts.
  */
 export function createSequelize(config: Config): Sequelize {
-  return new Sequelize(config.DATABASE_URL, {
+  const sequelize = new Sequelize(config.DATABASE_URL, {
     dialect: 'postgres',
     logging: false,
     benchmark: false,
@@ -25,13 +26,34 @@ export function createSequelize(config: Config): Sequelize {
     dialectOptions: {
       application_name: `sitelog-web-${config.INSTANCE}`,
       connectionTimeoutMillis: DB_CONNECT_TIMEOUT_MS,
-      statement_timeout: STATEMENT_TIMEOUT_MS,
-      // startup parameters, like statement_timeout: no round trip per request. Migrations run on
-      // this pool too, so a migration waiting for its lock behind traffic gives up (and its instance
-      // retries at its restart) instead of queueing every read and write behind it.
-      lock_timeout: LOCK_WAIT_MS,
-      idle_in_transaction_session_timeout: 10_000,
       keepAlive: true,
+      // Through PgBouncer in transaction mode a session setting would leak to whichever client gets
+      // the server connection next, and PgBouncer refuses the timeouts as startup parameters: they
+      // are this role's defaults in this database instead (db/pooler.ts), and Sequelize's own
+      // `SET client_min_messages` is not sent.
+      ...(config.DATABASE_POOLED ? { clientMinMessages: 'ignore' } : POOL_SESSION_SETTINGS),
+    },
+  });
+  if (config.DATABASE_POOLED) sendUnnamed(sequelize, config.DATABASE_DIRECT_URL);
+  return sequelize;
+}
+
+/**
+ * A Sequelize of one connection to PostgreSQL itself (DATABASE_DIRECT_URL), for umzug while it
+ * migrates: DDL and its lock never go through PgBouncer. A migration waiting for a table lock behind
+ * traffic gives up after LOCK_WAIT_MS (its instance retries at its restart) instead of queueing
+ * every read and write behind it; a long one (an index on a big table) is not cut short.
+ */
+export function createMigrationSequelize(directUrl: string): Sequelize {
+  return new Sequelize(directUrl, {
+    dialect: 'postgres',
+    logging: false,
+    pool: { max: 1, min: 0 },
+    retry: { max: 0 },
+    dialectOptions: {
+      application_name: 'sitelog-migrate',
+      connectionTimeoutMillis: DB_CONNECT_TIMEOUT_MS,
+      options: sessionOptions({ statement_timeout: 0, lock_timeout: LOCK_WAIT_MS, idle_in_transaction_session_timeout: 0 }),
     },
   });
 }

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Sequelize } from 'sequelize';
 import type { Config } from '../config.js';
-import { withConnection, type Run } from '../db/lean.js';
+import { withSessionConnection, type Run } from '../db/lean.js';
 import type { Logger } from '../logger.js';
 import { STYPES, type Stype } from './model.js';
 import { deleteExpired, releaseRetentionLock, tryRetentionLock } from './queries.js';
@@ -51,15 +51,16 @@ export type RetentionReport = {
  * once `signal` aborts.
  */
 export async function removeExpired(sequelize: Sequelize, days: number, signal: AbortSignal): Promise<RetentionReport | undefined> {
-  // no `signal` for withConnection here: its guarded runner would refuse the unlock below once the
-  // signal aborts; the run stops between batches through removeUnderLock instead
-  return withConnection(sequelize, async (run) => {
+  // a session lock: behind PgBouncer, on a connection of its own to PostgreSQL. No `signal` for the
+  // connection here: its guarded runner would refuse the unlock below once the signal aborts; the
+  // run stops between batches through removeUnderLock instead
+  return withSessionConnection(sequelize, 'sitelog-retention', async (run) => {
     if (!(await tryRetentionLock(run))) return undefined;
     try {
       return await removeUnderLock(run, retentionDays(days), signal);
     } finally {
       // A connection going back to the pool must not keep the lock. If this fails the connection
-      // is broken, and withConnection has the pool destroy it, which releases the lock as well.
+      // is broken and is destroyed, not lent out, which releases the lock as well.
       await releaseRetentionLock(run);
     }
   });

@@ -1,0 +1,48 @@
+import type pg from 'pg';
+import type { Logger } from '../logger.js';
+import { POOL_SESSION_SETTINGS } from './database.js';
+import { LOCK_ROLE_DEFAULTS } from './locks.js';
+
+// Behind PgBouncer in transaction mode (DATABASE_URL PgBouncer's, DATABASE_DIRECT_URL PostgreSQL's)
+// a pooled connection cannot carry its timeouts as startup parameters: PgBouncer refuses them, and
+// a `SET` would stay on the server connection for the next client. They become this role's defaults
+// in this database instead, which PostgreSQL applies to every server connection PgBouncer opens.
+// The session connections (liveness, migrations) set their own at connect (db/database.ts).
+
+const wanted = Object.entries(POOL_SESSION_SETTINGS).map(([name, value]) => `${name}=${value}`);
+
+const ROLE_DEFAULTS = `SELECT coalesce(s.setconfig, '{}') AS config
+  FROM pg_database d
+  LEFT JOIN pg_db_role_setting s ON s.setdatabase = d.oid AND s.setrole = (SELECT oid FROM pg_roles WHERE rolname = current_user)
+  WHERE d.datname = current_database()`;
+
+async function missingDefaults(client: pg.Client): Promise<string[]> {
+  const { rows } = await client.query<{ config: string[] }>(ROLE_DEFAULTS);
+  const config = new Set(rows[0]?.config ?? []);
+  return wanted.filter((setting) => !config.has(setting));
+}
+
+/**
+ * Makes POOL_SESSION_SETTINGS this role's defaults in this database, unless they already are (every
+ * start after the first). Instances starting together take turns on a lock: concurrent ALTER ROLEs
+ * of one role fail with "tuple concurrently updated". Server connections PgBouncer opened before
+ * keep their old values until it replaces them (server_lifetime).
+ */
+export async function setPooledDefaults(client: pg.Client, logger: Logger): Promise<void> {
+  if ((await missingDefaults(client)).length === 0) return;
+  await client.query('BEGIN');
+  try {
+    await client.query('SELECT pg_advisory_xact_lock($1)', [LOCK_ROLE_DEFAULTS]);
+    const missing = await missingDefaults(client);
+    const database = client.escapeIdentifier((await client.query<{ db: string }>('SELECT current_database() AS db')).rows[0]!.db);
+    for (const setting of missing) {
+      const [name, value] = setting.split('=') as [string, string];
+      await client.query(`ALTER ROLE CURRENT_USER IN DATABASE ${database} SET ${client.escapeIdentifier(name)} = ${Number(value)}`);
+    }
+    await client.query('COMMIT');
+    if (missing.length) logger.info({ settings: missing }, 'behind PgBouncer: the pooled connections\' timeouts set as this role\'s defaults in this database');
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  }
+}
