@@ -232,7 +232,7 @@ export type PgBouncerOpts = {
   maxClientConn?: number;
   users: Array<{ name: string; password: string }>;
   ignoreStartupParameters?: string;
-  /** Seconds a client waits for a server connection before `query_wait_timeout` (2: a request's budget). */
+  /** Seconds a client waits for a server connection before `query_wait_timeout` (3, as deploy/pgbouncer.ini.example: the app's POOL_ACQUIRE_MS). */
   queryWaitTimeout?: number;
   /** Further settings of the [pgbouncer] section. */
   settings?: Record<string, string | number>;
@@ -287,7 +287,7 @@ export async function startPgBouncer(opts: PgBouncerOpts): Promise<PgBouncer> {
     max_db_connections: opts.maxDbConnections ?? 0,
     max_client_conn: opts.maxClientConn ?? 500,
     server_login_retry: 1,
-    query_wait_timeout: opts.queryWaitTimeout ?? 2,
+    query_wait_timeout: opts.queryWaitTimeout ?? 3,
     ...(opts.ignoreStartupParameters && { ignore_startup_parameters: opts.ignoreStartupParameters }),
     ...opts.settings,
   };
