@@ -2,10 +2,9 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import pg from 'pg';
 import { ROOT } from '../src/ops/pm2.js';
 import { APP_PORT, AppHost, ProxyHost } from './support/app-host.js';
-import { PG_PASSWORD, startPgBouncer, startPrimary, startReplica, type PgBouncer, type PgServer } from './support/cluster.js';
+import { PG_PASSWORD, sampleConnections, startPgBouncer, startPrimary, startReplica, type PgBouncer, type PgServer } from './support/cluster.js';
 import { Lan } from './support/netns.js';
 import { authHeaders, ADMIN_PASSWORD, API_TOKEN } from './support/stack.js';
 import { percentile, startTraffic, type Ack, type Sample } from './support/traffic.js';
@@ -65,50 +64,6 @@ const trouble = () =>
     .flatMap((h) => h.trouble())
     .slice(-15)
     .join('\n');
-
-type Pool = { database: string; cl_active: string; cl_waiting: string; sv_active: string; sv_idle: string; maxwait_us: string };
-
-/**
- * Samples every 100 ms, over connections of its own (not counted), the primary's client connections
- * (through PgBouncer: from 127.0.0.1; straight from the app hosts: from the LAN), the replica's
- * and PgBouncer's SHOW POOLS for `sitelog`; keeps the peaks.
- */
-function sampleConnections() {
-  const peak = { total: 0, pgbouncer: 0, direct: 0, replica: 0, clActive: 0, clWaiting: 0, svActive: 0, maxwaitMs: 0 };
-  const db = new pg.Client({ connectionString: primary.url('postgres') });
-  const admin = new pg.Client({ connectionString: bouncer.adminUrl() });
-  let stopped = false;
-  const sampling = (async () => {
-    await db.connect();
-    await admin.connect();
-    for (let i = 0; !stopped && i < 6_000; i += 1) {
-      const { rows } = await db.query<{ pgbouncer: string; direct: string }>(
-        `SELECT count(*) FILTER (WHERE client_addr = '127.0.0.1') AS pgbouncer, count(*) FILTER (WHERE client_addr <> '127.0.0.1') AS direct
-         FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()`,
-      );
-      const row = rows[0]!;
-      peak.pgbouncer = Math.max(peak.pgbouncer, Number(row.pgbouncer));
-      peak.direct = Math.max(peak.direct, Number(row.direct));
-      peak.total = Math.max(peak.total, Number(row.pgbouncer) + Number(row.direct));
-      peak.replica = Math.max(peak.replica, await replicaConnections());
-      const pool = (await admin.query<Pool>('SHOW POOLS')).rows.find((p) => p.database === 'sitelog');
-      if (pool) {
-        peak.clActive = Math.max(peak.clActive, Number(pool.cl_active));
-        peak.clWaiting = Math.max(peak.clWaiting, Number(pool.cl_waiting));
-        peak.svActive = Math.max(peak.svActive, Number(pool.sv_active));
-        peak.maxwaitMs = Math.max(peak.maxwaitMs, Number(pool.maxwait_us) / 1000);
-      }
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  })();
-  return {
-    async stop() {
-      stopped = true;
-      await sampling.finally(() => Promise.all([db.end(), admin.end()]));
-      return peak;
-    },
-  };
-}
 
 /** The app's connections to the replica now (from the LAN). */
 async function replicaConnections(): Promise<number> {
@@ -213,7 +168,7 @@ describe('past one database server: 3 hosts × 4 instances, PgBouncer, a streami
 
   test('when 200 clients mix transactional writes and reads through nginx, then zero failed requests and every acknowledged write is stored once', async () => {
     await upAll();
-    const connections = sampleConnections();
+    const connections = sampleConnections({ primary, replica, bouncer });
     const { samples, acks, mismatches } = await startTraffic(proxy!.url, { connections: 200, maxMs: LOAD_MS }).done;
     const peak = await connections.stop();
 

@@ -358,3 +358,65 @@ export async function startPgBouncer(opts: PgBouncerOpts): Promise<PgBouncer> {
   }
   return bouncer;
 }
+
+export type ConnectionPeaks = {
+  /** Client connections on the primary (the sampler's own not counted). */
+  total: number;
+  /** …of them PgBouncer's server connections: from 127.0.0.1, where PgBouncer runs. */
+  pgbouncer: number;
+  /** …of them straight from the app hosts (the LAN). */
+  direct: number;
+  /** The app hosts' connections on the replica. */
+  replica: number;
+  /** SHOW POOLS for `database` on PgBouncer. */
+  clActive: number;
+  clWaiting: number;
+  svActive: number;
+  maxwaitMs: number;
+};
+
+/**
+ * Samples every 100 ms, over connections of its own, the primary's client connections (those of
+ * PgBouncer, which runs on 127.0.0.1 here, apart from the app hosts' direct ones), the app hosts'
+ * on the replica, and PgBouncer's SHOW POOLS for `database`; `stop()` gives the peaks.
+ */
+export function sampleConnections(servers: { primary: PgServer; replica?: PgServer; bouncer?: PgBouncer; database?: string }) {
+  const peak: ConnectionPeaks = { total: 0, pgbouncer: 0, direct: 0, replica: 0, clActive: 0, clWaiting: 0, svActive: 0, maxwaitMs: 0 };
+  const database = servers.database ?? 'sitelog';
+  const CLIENTS = `FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()`;
+  const primary = new pg.Client({ connectionString: servers.primary.url('postgres') });
+  const replica = servers.replica && new pg.Client({ connectionString: servers.replica.url('postgres') });
+  const admin = servers.bouncer && new pg.Client({ connectionString: servers.bouncer.adminUrl() });
+  let stopped = false;
+  const sampling = (async () => {
+    await Promise.all([primary.connect(), replica?.connect(), admin?.connect()]);
+    for (let i = 0; !stopped && i < 6_000; i += 1) {
+      const { rows } = await primary.query<{ pgbouncer: string; direct: string }>(
+        `SELECT count(*) FILTER (WHERE client_addr = '127.0.0.1') AS pgbouncer, count(*) FILTER (WHERE client_addr <> '127.0.0.1') AS direct ${CLIENTS}`,
+      );
+      const row = rows[0]!;
+      peak.pgbouncer = Math.max(peak.pgbouncer, Number(row.pgbouncer));
+      peak.direct = Math.max(peak.direct, Number(row.direct));
+      peak.total = Math.max(peak.total, Number(row.pgbouncer) + Number(row.direct));
+      // a stopped replica is no error here: its peak is what it had while it ran
+      const onReplica = await replica?.query<{ n: string }>(`SELECT count(*) AS n ${CLIENTS} AND client_addr <> '127.0.0.1'`).catch(() => undefined);
+      peak.replica = Math.max(peak.replica, Number(onReplica?.rows[0]?.n ?? 0));
+      const pools = await admin?.query<{ database: string; cl_active: string; cl_waiting: string; sv_active: string; maxwait_us: string }>('SHOW POOLS');
+      const pool = pools?.rows.find((p) => p.database === database);
+      if (pool) {
+        peak.clActive = Math.max(peak.clActive, Number(pool.cl_active));
+        peak.clWaiting = Math.max(peak.clWaiting, Number(pool.cl_waiting));
+        peak.svActive = Math.max(peak.svActive, Number(pool.sv_active));
+        peak.maxwaitMs = Math.max(peak.maxwaitMs, Number(pool.maxwait_us) / 1000);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  })();
+  return {
+    async stop(): Promise<ConnectionPeaks> {
+      stopped = true;
+      await sampling.finally(() => Promise.all([primary.end(), replica?.end(), admin?.end()]));
+      return peak;
+    },
+  };
+}
