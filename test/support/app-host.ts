@@ -77,7 +77,7 @@ export class AppHost {
   /** What this host's instances logged about trouble: warnings, errors and the 503s they answered. */
   trouble(): string[] {
     return this.logLines()
-      .filter((line) => /"level":[456]0|"status":5|SITELOG_DB_UNAVAILABLE/.test(line))
+      .filter((line) => /"level":[456]0|"status":5|"code":"SITELOG_/.test(line))
       .map((line) => `${this.host.name}: ${line.slice(0, 400)}`);
   }
 
