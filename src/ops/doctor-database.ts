@@ -320,9 +320,18 @@ async function collectSession(url: string): Promise<SessionFacts> {
  * takes only the simple query protocol (a query without parameters). Without a direct URL set apart,
  * it is looked for only when PostgreSQL's port is not DATABASE_URL's: something sits between them.
  */
-export async function collectPooler(opts: { databaseUrl: string | undefined; setApart: boolean; server: Server | undefined }): Promise<PoolerFacts> {
-  const { databaseUrl, setApart, server } = opts;
-  if (!databaseUrl || !server) return { state: 'none' };
+export async function collectPooler(opts: {
+  databaseUrl: string | undefined;
+  direct: ReturnType<typeof directUrlOf>;
+  /** What PostgreSQL said of itself over the direct URL, when it answered. */
+  postgres: { port: number; address: string | null } | undefined;
+}): Promise<PoolerFacts> {
+  const { databaseUrl, direct, postgres } = opts;
+  const setApart = direct.setApart;
+  if (!databaseUrl || !direct.url || !postgres) return { state: 'none' };
+  // PostgreSQL by the names PgBouncer may know it by: DATABASE_DIRECT_URL's host, the address it answered on
+  const hosts = new Set([...(setApart ? [endpoint(direct.url).host] : []), ...(postgres.address ? [postgres.address] : [])]);
+  const server: Server = { hosts: [...hosts], port: postgres.port };
   const admin = { ...endpoint(databaseUrl), database: 'pgbouncer' };
   if (!setApart && server.port === admin.port) return { state: 'none' };
   try {

@@ -13,7 +13,6 @@ import {
   collectPooler,
   collectReplicas,
   directUrlOf,
-  endpoint,
   pgbouncer,
   pgbouncerBudget,
   pgbouncerClients,
@@ -25,7 +24,6 @@ import {
   sessionSettings,
   type PoolerFacts,
   type ReplicaFacts,
-  type Server,
 } from './doctor-database.js';
 import { asConfig, envOf, fail, ok, type Finding, type Pm2App } from './findings.js';
 import { findNginx } from './nginx.js';
@@ -340,14 +338,8 @@ export async function collectDatabaseTier(web: Pm2App): Promise<Pick<Facts, 'dat
   const databaseUrl = databaseUrlOf(web);
   const direct = directUrlOf(web, databaseUrl);
   const [database, replicas] = await Promise.all([collectDatabase(direct.url), collectReplicas(readUrlsOf(web))]);
-  // PostgreSQL by the names PgBouncer may know it by: DATABASE_DIRECT_URL's host, and the address it answered on
-  let server: Server | undefined;
-  if (database.state === 'reachable' && direct.url) {
-    const hosts = new Set([...(direct.setApart ? [endpoint(direct.url).host] : []), ...(database.address ? [database.address] : [])]);
-    server = { hosts: [...hosts], port: Number(database.settings.find((row) => row.name === 'port')?.setting) };
-  }
-  const pooler = await collectPooler({ databaseUrl, setApart: direct.setApart, server });
-  return { database, pooler, replicas };
+  const postgres = database.state === 'reachable' ? { port: Number(database.settings.find((row) => row.name === 'port')?.setting), address: database.address } : undefined;
+  return { database, pooler: await collectPooler({ databaseUrl, direct, postgres }), replicas };
 }
 
 const isNonEmpty = <T>(list: T[]): list is [T, ...T[]] => list.length > 0;
