@@ -66,3 +66,6 @@ export const REQUEST_DEADLINE_MS = 10_000;
 export const WATCHDOG_BLOCKED_MS = 3_000;
 /** How often the watchdog thread looks for the main thread's heartbeat (which beats twice as often). */
 export const WATCHDOG_CHECK_MS = 500;
+
+/** A replica further behind its primary than this serves no reads, and `npm run doctor` fails on it. */
+export const REPLICA_MAX_LAG_MS = 10_000;
