@@ -1,8 +1,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
 import { envFields } from '../config.js';
-import { clientFor, CONNECTION_RESERVE, CONNECTIONS_BESIDE_POOL } from '../db/database.js';
-import { LOCK_WAIT_MS, POOL_ACQUIRE_MS, REPLICA_MAX_LAG_MS, STATEMENT_TIMEOUT_MS } from '../timeouts.js';
+import { clientFor, CONNECTION_RESERVE, CONNECTIONS_BESIDE_POOL, POOL_SESSION_SETTINGS } from '../db/database.js';
+import { POOL_ACQUIRE_MS, REPLICA_MAX_LAG_MS } from '../timeouts.js';
 import { asConfig, envOf, fail, ok, warn, type Finding, type Pm2App } from './findings.js';
 import type { Facts, PgSetting } from './doctor.js';
 
@@ -212,13 +212,8 @@ export function sessionPooling({ pooler }: Facts): Finding | Finding[] {
   return fail('session-pooling', detail, "DATABASE_DIRECT_URL=<PostgreSQL's own URL> in web's environment");
 }
 
-/** The app's values, per setting; PgBouncer refuses them as startup parameters, so they are the role's defaults. */
-const SESSION_SETTINGS: Record<string, string> = {
-  statement_timeout: `${STATEMENT_TIMEOUT_MS}ms`,
-  lock_timeout: `${LOCK_WAIT_MS}ms`,
-  // the idle-in-transaction bound of src/db/sequelize.ts
-  idle_in_transaction_session_timeout: '10s',
-};
+/** The app's values, per setting (ms); PgBouncer refuses them as startup parameters, so they are the role's defaults. */
+const SESSION_SETTINGS: Record<string, number> = POOL_SESSION_SETTINGS;
 
 export function sessionSettings({ pooler }: Facts): Finding | Finding[] {
   if (pooler.state !== 'reachable') return [];
@@ -235,8 +230,8 @@ export function sessionSettings({ pooler }: Facts): Finding | Finding[] {
     (dropped.length > 0 ? ` (ignore_startup_parameters drops ${dropped.join(', ')} silently)` : '');
   const role = `ALTER ROLE "${session.role}" IN DATABASE "${session.database}" SET`;
   // a server connection keeps the values it started with
-  const alter = zero.map((name) => `${role} ${name} = '${SESSION_SETTINGS[name]}';`).join(' ');
-  return fail('session-settings', detail, `${alter} then RECONNECT in PgBouncer's admin console`);
+  const alter = zero.map((name) => `${role} ${name} = '${SESSION_SETTINGS[name]}ms';`).join(' ');
+  return fail('session-settings', detail, `the instances set them at their start behind PgBouncer (reload web), or: ${alter} then RECONNECT in PgBouncer's admin console`);
 }
 
 /** How long an outage of PostgreSQL lasts for the app through PgBouncer (research §3: 7.5 s more with the defaults). */
