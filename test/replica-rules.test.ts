@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import client from 'prom-client';
 import { ConnectionAcquireTimeoutError } from 'sequelize';
 import { WorkAbandoned } from '../src/db/lean.js';
-import { lagAllowed, replicaFailure, replicaLag, replicaName, ReplicaUnreachable, type LagFacts } from '../src/db/replicas.js';
+import { lagAllowed, replicaFailure, replicaLag, replicaName, ReplicaBusy, ReplicaUnreachable, type LagFacts } from '../src/db/replicas.js';
 import type { Metrics } from '../src/metrics/counters.js';
 import { Instruments } from '../src/metrics/instruments.js';
 import { REPLICA_MAX_LAG_MS } from '../src/timeouts.js';
@@ -36,7 +36,8 @@ test('when a read fails on a replica, then only the replica\'s own failures send
     ['a cancel the request asked for', pgError('57014', 'canceling statement due to user request'), undefined],
     ['a relation missing', pgError('42P01', 'relation "system_logs" does not exist'), undefined],
     ['the request abandoned between statements', new WorkAbandoned('the request was abandoned'), undefined],
-    ['the replica\'s pool busy', new ConnectionAcquireTimeoutError(new Error('no connection free within 3000 ms')), undefined],
+    ['no connection of the replica\'s pool free in time', new ReplicaBusy('no connection to replica r:1 free within 1000 ms'), 'elsewhere'],
+    ['the primary\'s pool busy (a rerun there failed too)', new ConnectionAcquireTimeoutError(new Error('no connection free within 3000 ms')), undefined],
     ['a bug', new TypeError('cannot read properties of undefined'), undefined],
   ];
   for (const [what, err, expected] of cases) assert.equal(replicaFailure(err), expected, what);

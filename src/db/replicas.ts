@@ -1,8 +1,8 @@
 import pg from 'pg';
-import { ConnectionAcquireTimeoutError, type Sequelize } from 'sequelize';
+import type { Sequelize } from 'sequelize';
 import type { Config } from '../config.js';
 import type { Logger } from '../logger.js';
-import { POOL_ACQUIRE_MS, REPLICA_CONNECT_TIMEOUT_MS, REPLICA_MAX_LAG_MS, STATEMENT_TIMEOUT_MS } from '../timeouts.js';
+import { REPLICA_CONNECT_TIMEOUT_MS, REPLICA_MAX_LAG_MS, STATEMENT_TIMEOUT_MS } from '../timeouts.js';
 import { clientFor } from './database.js';
 import { onLent, runOn, withConnection, WorkAbandoned, type Run, type Statement } from './lean.js';
 import { Slots } from './slots.js';
@@ -15,7 +15,8 @@ import { Slots } from './slots.js';
 // connection in REPLICA_CONNECT_TIMEOUT_MS) marks that replica down and runs again on the primary:
 // reads are idempotent, so a stopped replica costs no request an error. A replica that is down is
 // probed every second, and comes back once it answers and is no further behind than
-// REPLICA_MAX_LAG_MS.
+// REPLICA_MAX_LAG_MS. Its lag is read every 2 s on a connection of its own: a process holds up to
+// DB_POOL_MAX + 1 connections on each replica, as it does on the primary.
 //
 // The replicas are registered for the Sequelize they stand beside (a WeakMap, as db/lean.ts keeps
 // the write slots), not passed through AppContext: the features' queries take `sequelize` as "the
@@ -28,8 +29,14 @@ export type ReplicaState = { replica: string; up: boolean; lagSeconds?: number; 
 /** How often a replica that is up has its lag read; how often one that is down is probed. */
 const SAMPLE_EVERY_MS = 2_000;
 const PROBE_EVERY_MS = 1_000;
-/** A lag query that does not answer within this counts as a replica that does not answer. */
+/** A lag query (or the connection for it) that does not answer within this: a replica that does not answer. */
 const LAG_ANSWER_MS = 1_000;
+/**
+ * How long a read waits for one of the replica's connections before it goes to the primary: a
+ * saturated replica sheds reads to the primary rather than answer 503, but not at the first
+ * moment all its connections are busy, which under load is most moments.
+ */
+const REPLICA_ACQUIRE_MS = 1_000;
 
 /** What the lag rule needs, as the replica reports it (LAG below). */
 export type LagFacts = {
@@ -63,6 +70,8 @@ export const lagAllowed = (lag: { seconds: number | undefined }, maxLagMs = REPL
 
 /** No connection to the replica could be made (refused, timed out, too many clients, bad credentials). */
 export class ReplicaUnreachable extends Error {}
+/** Every connection of the replica's pool is lent out, and none came back within REPLICA_ACQUIRE_MS. */
+export class ReplicaBusy extends Error {}
 
 // SQLSTATEs of a server going or gone: admin shutdown, crash shutdown, starting up, database dropped.
 const GONE_CODES = new Set(['57P01', '57P02', '57P03', '57P04']);
@@ -76,12 +85,14 @@ const DROPPED_TEXT = /terminated|not queryable|connection error|timeout expired|
 
 /**
  * What a read's failure on a replica says: `down` (the replica is unreachable or went away: mark it
- * down and read from the primary), `elsewhere` (this read only: read it from the primary), or
+ * down and read from the primary), `elsewhere` (this read only: read it from the primary: a
+ * conflict with recovery, or no pooled connection free in time), or
  * undefined (the read's own failure, such as 22P02 or its statement timeout 57014, or the request
  * abandoned: the primary would fail it the same way, so it fails).
  */
 export function replicaFailure(err: unknown): 'down' | 'elsewhere' | undefined {
   if (err instanceof ReplicaUnreachable) return 'down';
+  if (err instanceof ReplicaBusy) return 'elsewhere';
   if (err instanceof WorkAbandoned) return undefined;
   const { code, severity, message } = err as { code?: unknown; severity?: unknown; message?: unknown };
   if (typeof code === 'string') {
@@ -115,26 +126,41 @@ export function replicaName(url: string): string {
   return `${u.hostname}:${u.port || '5432'}`;
 }
 
-/** A promise that rejects after `ms` unless `work` settles first. */
+/** A server that did not answer within a bound. */
+class NoAnswer extends Error {}
+
+/** A promise that rejects (NoAnswer) after `ms` unless `work` settles first. */
 function within<T>(ms: number, work: Promise<T>, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
+    timer = setTimeout(() => reject(new NoAnswer(`${what}: no answer within ${ms} ms`)), ms);
   });
   work.catch(() => undefined);
   return Promise.race([work, late]).finally(() => clearTimeout(timer));
 }
+
+type Lag = { seconds: number | undefined; bytes: number };
+
+/** A connection's socket, which pg keeps to itself: destroyed, whatever waits on it fails at once. */
+const socketOf = (client: pg.Client) => (client as unknown as { connection: { stream: { destroy(): void } } }).connection.stream;
 
 class Replica {
   readonly name: string;
   private readonly pool: pg.Pool;
   /**
    * The pool's connections, lent in arrival order: pg.Pool's own queue would wait only
-   * connectionTimeoutMillis, and a saturated replica is busy, not down.
+   * connectionTimeoutMillis. A read that gets none within REPLICA_ACQUIRE_MS goes to the primary.
    */
   private readonly slots: Slots;
+  /** Connections lent to reads now: cut when the replica stops answering (see check). */
+  private readonly lent = new Set<pg.Client>();
+  /**
+   * The connection the lag is read on while the replica is up: a connection of its own, so that
+   * reads holding every pooled one never keep a hung replica from being found out.
+   */
+  private monitor: pg.Client | undefined;
   up = false;
-  lag: { seconds: number | undefined; bytes: number } | undefined;
+  lag: Lag | undefined;
   private downSince = Date.now();
   private timer: NodeJS.Timeout | undefined;
   private checking = false;
@@ -154,21 +180,22 @@ class Replica {
       connectionTimeoutMillis: REPLICA_CONNECT_TIMEOUT_MS,
       application_name: `sitelog-web-${instance}-read`,
       statement_timeout: STATEMENT_TIMEOUT_MS,
-      // A replica that hangs (stopped, not shut down) never enforces statement_timeout: past it, the
-      // client gives up ('Query read timeout'), and the read goes to the primary within the request's deadline.
+      // A replica that hangs never enforces statement_timeout: past it, the client gives up
+      // ('Query read timeout') and the read goes to the primary within the request's deadline.
       query_timeout: STATEMENT_TIMEOUT_MS + 1_000,
       keepAlive: true,
     });
     // A connection dropped (the replica stopping) emits 'error': the pool's when it is idle (the pool
     // then removes it), its own when it is lent out, even while its query is failing with the same
     // news. Unheard, either would be an uncaught error that ends the process.
-    const dropped = (err: Error) => {
-      if (replicaFailure(err) === 'down') this.markDown(err.message);
-    };
-    this.pool.on('error', dropped);
-    this.pool.on('connect', (client) => client.on('error', dropped));
-    this.slots = new Slots(poolMax, POOL_ACQUIRE_MS, () => new ConnectionAcquireTimeoutError(new Error(`no connection to replica ${this.name} free within ${POOL_ACQUIRE_MS} ms`)));
+    this.pool.on('error', this.dropped);
+    this.pool.on('connect', (client) => client.on('error', this.dropped));
+    this.slots = new Slots(poolMax, REPLICA_ACQUIRE_MS, () => new ReplicaBusy(`no connection to replica ${this.name} free within ${REPLICA_ACQUIRE_MS} ms`));
   }
+
+  private readonly dropped = (err: Error): void => {
+    if (replicaFailure(err) === 'down') this.markDown(err.message);
+  };
 
   /** `work` on a connection of this replica's pool. */
   async read<T>(work: (run: Run) => Promise<T>, signal: AbortSignal | undefined): Promise<T> {
@@ -180,7 +207,11 @@ class Replica {
       } catch (err) {
         throw new ReplicaUnreachable(`replica ${this.name}: ${(err as Error).message}`, { cause: err });
       }
-      return await onLent(client, work, signal, (reusable) => client.release(!reusable));
+      this.lent.add(client);
+      return await onLent(client, work, signal, (reusable) => {
+        this.lent.delete(client);
+        client.release(!reusable);
+      });
     } finally {
       this.slots.give();
     }
@@ -214,12 +245,33 @@ class Replica {
     this.timer.unref();
   }
 
+  /**
+   * Reads the lag: on the monitor connection while up; while down, on a new connection (what reads
+   * need, and what a replica whose postmaster hangs cannot give), with a longer connect timeout than
+   * the pool's, so a replica slow to accept under load is not kept from coming back.
+   */
   private async check(): Promise<void> {
+    let connecting = false;
     try {
-      this.lag = this.up ? await this.sample() : await this.probe();
+      let monitor = this.monitor;
+      if (!this.up || !monitor) {
+        connecting = true;
+        this.closeMonitor();
+        monitor = clientFor(this.url, undefined, `sitelog-web-${this.instance}-read-monitor`, LAG_ANSWER_MS);
+        this.monitor = monitor;
+        monitor.on('error', this.dropped);
+        await within(LAG_ANSWER_MS, monitor.connect(), `replica ${this.name}`);
+        connecting = false;
+      }
+      this.lag = await within(LAG_ANSWER_MS, readLag(runOn(monitor)), `replica ${this.name}`);
     } catch (err) {
+      this.closeMonitor();
       this.lag = undefined;
-      if (this.up && !(err instanceof ConnectionAcquireTimeoutError)) this.markDown((err as Error).message);
+      if (!this.up) return;
+      this.markDown((err as Error).message);
+      // A connection that stops answering a query (a hung host or server): the reads waiting on the
+      // replica's other connections would wait for their query_timeout; cut, they go to the primary now.
+      if (err instanceof NoAnswer && !connecting) for (const client of this.lent) socketOf(client).destroy();
       return;
     }
     if (this.stopped) return;
@@ -228,23 +280,13 @@ class Replica {
     else if (!this.up && allowed) this.markUp();
   }
 
-  /** The lag of a replica that is up, on a connection of its pool (one of the requests' slots). */
-  private async sample(): Promise<{ seconds: number | undefined; bytes: number }> {
-    return this.read((run) => within(LAG_ANSWER_MS, readLag(run), `replica ${this.name}`), undefined);
-  }
-
-  /**
-   * The lag of a replica that is down, on a connection of its own with a longer connect timeout than
-   * the pool's: a replica slow to accept under load is not kept from coming back.
-   */
-  private async probe(): Promise<{ seconds: number | undefined; bytes: number }> {
-    const client = clientFor(this.url, undefined, `sitelog-web-${this.instance}-read-probe`, LAG_ANSWER_MS);
-    try {
-      await within(LAG_ANSWER_MS, client.connect(), `replica ${this.name}`);
-      return await within(LAG_ANSWER_MS, readLag(runOn(client)), `replica ${this.name}`);
-    } finally {
-      await client.end().catch(() => undefined);
-    }
+  private closeMonitor(): void {
+    const monitor = this.monitor;
+    this.monitor = undefined;
+    if (!monitor) return;
+    // not end(): a server that does not answer would never close it
+    socketOf(monitor).destroy();
+    void monitor.end().catch(() => undefined);
   }
 
   state(): ReplicaState {
@@ -254,6 +296,7 @@ class Replica {
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
+    this.closeMonitor();
     await this.pool.end();
   }
 }
