@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { startApp } from './support/app.js';
 import { startPrimary, startReplica } from './support/cluster.js';
@@ -97,10 +99,10 @@ test('when replicas are set, then the list is read from the replica, an entry by
   await waitFor('the lag back to 0', async () => (await metric('sitelog_replica_lag_seconds')) === 0, { timeoutMs: 6_000 });
 });
 
-test('when the replica stops under a stream of lists, then none fails and the lists come from the primary within a second; started again, reads go back to it', async (t) => {
-  await waitFor('the replica up in /metrics', async () => (await metric('sitelog_replica_up')) === 1, { timeoutMs: 15_000 });
-  const { word } = await entryOnPrimaryOnly();
-  type Answer = { sent: number; at: number; status: number; items: number };
+type Answer = { sent: number; at: number; status: number; items: number };
+
+/** 8 clients listing the entries with `word` one after another until stopped. */
+function streamLists(word: string): { answers: Answer[]; stop: () => Promise<void> } {
   const answers: Answer[] = [];
   let streaming = true;
   const clients = Array.from({ length: 8 }, async () => {
@@ -110,6 +112,38 @@ test('when the replica stops under a stream of lists, then none fails and the li
       answers.push({ sent, at: Date.now(), status, items });
     }
   });
+  return {
+    answers,
+    async stop() {
+      streaming = false;
+      await Promise.all(clients);
+    },
+  };
+}
+
+/** The replica's server processes: its postmaster (postmaster.pid) and the postmaster's children. */
+function replicaProcesses(): number[] {
+  const postmaster = Number(fs.readFileSync(path.join(replica.dir, 'data', 'postmaster.pid'), 'utf8').split('\n')[0]);
+  const children = fs
+    .readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .filter((d) => {
+      try {
+        // the 4th field of /proc/PID/stat (after the parenthesised name) is the parent's pid
+        return Number(fs.readFileSync(`/proc/${d}/stat`, 'utf8').split(') ')[1]?.split(' ')[1]) === postmaster;
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+  return [postmaster, ...children];
+}
+
+test('when the replica stops under a stream of lists, then none fails and the lists come from the primary within a second; started again, reads go back to it', async (t) => {
+  await waitFor('the replica up in /metrics', async () => (await metric('sitelog_replica_up')) === 1, { timeoutMs: 15_000 });
+  const { word } = await entryOnPrimaryOnly();
+  const stream = streamLists(word);
+  const { answers } = stream;
   let stopping = 0;
   let stopped = 0;
   try {
@@ -122,8 +156,7 @@ test('when the replica stops under a stream of lists, then none fails and the li
     const until = Date.now() + 1_500;
     await waitFor('1.5 s more of lists', () => Date.now() > until, { timeoutMs: 3_000, everyMs: 50 });
   } finally {
-    streaming = false;
-    await Promise.all(clients);
+    await stream.stop();
   }
   const failed = answers.filter((a) => a.status !== 200);
   assert.deepEqual(failed, [], 'no list failed');
@@ -148,4 +181,34 @@ test('when the replica stops under a stream of lists, then none fails and the li
   } finally {
     await resumeReplay();
   }
+});
+
+test('when the replica hangs (every process stopped) under a stream of lists, then none fails and the lists come from the primary within seconds', async (t) => {
+  await waitFor('the replica up in /metrics', async () => (await metric('sitelog_replica_up')) === 1, { timeoutMs: 15_000 });
+  const { word } = await entryOnPrimaryOnly();
+  const stream = streamLists(word);
+  const { answers } = stream;
+  let hung: number[] = [];
+  let hanging = 0;
+  try {
+    await waitFor('lists served by the replica', () => answers.filter((a) => a.items === 0).length >= 40, { timeoutMs: 10_000, everyMs: 20 });
+    hung = replicaProcesses();
+    hanging = Date.now();
+    for (const pid of hung) process.kill(pid, 'SIGSTOP');
+    await waitFor('lists from the primary', () => answers.some((a) => a.sent >= hanging && a.items === 1), { timeoutMs: 10_000, everyMs: 20 });
+    const until = Date.now() + 1_000;
+    await waitFor('1 s more of lists', () => Date.now() > until, { timeoutMs: 3_000, everyMs: 50 });
+  } finally {
+    for (const pid of hung) process.kill(pid, 'SIGCONT');
+    await stream.stop();
+    await resumeReplay();
+  }
+  const failed = answers.filter((a) => a.status !== 200);
+  assert.deepEqual(failed, [], 'no list failed');
+  const firstFromPrimary = Math.min(...answers.filter((a) => a.items === 1).map((a) => a.at));
+  const slowest = Math.max(...answers.filter((a) => a.at >= hanging).map((a) => a.at - a.sent));
+  t.diagnostic(`${answers.length} lists, ${failed.length} non-200; first list from the primary ${firstFromPrimary - hanging} ms after the replica hung; slowest list ${slowest} ms`);
+  // found out by the lag read (every 2 s, 1 s to answer), the reads waiting on it cut then
+  assert.ok(firstFromPrimary - hanging <= 4_000, 'the lists come from the primary within 4 s');
+  await waitFor('the replica up again once it runs', async () => (await metric('sitelog_replica_up')) === 1, { timeoutMs: 15_000, everyMs: 50 });
 });
