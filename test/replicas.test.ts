@@ -3,6 +3,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
+import { REPLICA_MAX_LAG_MS } from '../src/timeouts.js';
 import { startApp } from './support/app.js';
 import { startPrimary, startReplica } from './support/cluster.js';
 import { seriesValue } from './support/scraper.js';
@@ -211,4 +212,24 @@ test('when the replica hangs (every process stopped) under a stream of lists, th
   // found out by the lag read (every 2 s, 1 s to answer), the reads waiting on it cut then
   assert.ok(firstFromPrimary - hanging <= 4_000, 'the lists come from the primary within 4 s');
   await waitFor('the replica up again once it runs', async () => (await metric('sitelog_replica_up')) === 1, { timeoutMs: 15_000, everyMs: 50 });
+});
+
+test('when the replica falls further behind than REPLICA_MAX_LAG_MS, then its reads go to the primary until it has caught up', async (t) => {
+  await waitFor('the replica up in /metrics', async () => (await metric('sitelog_replica_up')) === 1, { timeoutMs: 15_000 });
+  const paused = Date.now();
+  const { word } = await entryOnPrimaryOnly();
+  let downAfter: number;
+  try {
+    assert.deepEqual(await listed(word), { status: 200, items: 0 }, 'within the bound, the list comes from the replica');
+    await waitFor('the list from the primary', async () => (await listed(word)).items === 1, { timeoutMs: REPLICA_MAX_LAG_MS + 8_000, everyMs: 100 });
+    downAfter = Date.now() - paused;
+    assert.equal(await metric('sitelog_replica_up'), 0);
+    assert.ok((await metric('sitelog_replica_lag_seconds'))! > REPLICA_MAX_LAG_MS / 1000);
+  } finally {
+    await resumeReplay();
+  }
+  const resumed = Date.now();
+  await waitFor('the replica up again once it has caught up', async () => (await metric('sitelog_replica_up')) === 1, { timeoutMs: 10_000, everyMs: 50 });
+  t.diagnostic(`replay paused: reads on the primary ${downAfter} ms after the pause (bound ${REPLICA_MAX_LAG_MS} ms); up again ${Date.now() - resumed} ms after the replay resumed`);
+  assert.ok(downAfter >= REPLICA_MAX_LAG_MS, 'not before the lag passes the bound');
 });

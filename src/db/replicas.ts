@@ -165,6 +165,8 @@ class Replica {
   private timer: NodeJS.Timeout | undefined;
   private checking = false;
   private stopped = false;
+  /** Whether this time down was logged already. */
+  private said = false;
 
   constructor(
     private readonly url: string,
@@ -220,6 +222,7 @@ class Replica {
   markDown(reason: string): void {
     if (!this.up) return;
     this.up = false;
+    this.said = true;
     this.downSince = Date.now();
     this.logger.warn({ replica: this.name, reason }, 'read replica down; its reads go to the primary');
     // probed within PROBE_EVERY_MS; a check running now schedules the next itself
@@ -228,6 +231,7 @@ class Replica {
 
   private markUp(): void {
     this.up = true;
+    this.said = false;
     this.logger.info({ replica: this.name, downMs: Date.now() - this.downSince, lagSeconds: this.lag?.seconds }, 'read replica up; reads go to it');
   }
 
@@ -267,17 +271,30 @@ class Replica {
     } catch (err) {
       this.closeMonitor();
       this.lag = undefined;
-      if (!this.up) return;
+      if (!this.up) {
+        // once per time down: a replica that never came up says so too
+        if (!this.said) this.logger.warn({ replica: this.name, reason: (err as Error).message }, 'read replica unavailable; its reads go to the primary');
+        this.said = true;
+        return;
+      }
       this.markDown((err as Error).message);
       // A connection that stops answering a query (a hung host or server): the reads waiting on the
       // replica's other connections would wait for their query_timeout; cut, they go to the primary now.
       if (err instanceof NoAnswer && !connecting) for (const client of this.lent) socketOf(client).destroy();
       return;
     }
-    if (this.stopped) return;
+    if (this.stopped) {
+      this.closeMonitor();
+      return;
+    }
     const allowed = lagAllowed(this.lag);
-    if (this.up && !allowed) this.markDown(`lag ${this.lag.seconds ?? 'unknown'} s is over ${REPLICA_MAX_LAG_MS / 1000} s`);
+    const tooFar = `lag ${this.lag.seconds ?? 'unknown'} s is over ${REPLICA_MAX_LAG_MS / 1000} s`;
+    if (this.up && !allowed) this.markDown(tooFar);
     else if (!this.up && allowed) this.markUp();
+    else if (!this.up && !this.said) {
+      this.logger.warn({ replica: this.name, reason: tooFar }, 'read replica too far behind; its reads go to the primary');
+      this.said = true;
+    }
   }
 
   private closeMonitor(): void {
@@ -293,11 +310,12 @@ class Replica {
     return { replica: this.name, up: this.up, ...(this.lag?.seconds !== undefined ? { lagSeconds: this.lag.seconds } : {}), ...(this.lag ? { lagBytes: this.lag.bytes } : {}) };
   }
 
+  /** Closes the pool; bounded, because a replica that does not answer never closes a connection. */
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
     this.closeMonitor();
-    await this.pool.end();
+    await within(LAG_ANSWER_MS, this.pool.end(), `replica ${this.name}: closing its pool`).catch(() => undefined);
   }
 }
 
