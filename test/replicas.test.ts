@@ -5,6 +5,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { REPLICA_MAX_LAG_MS } from '../src/timeouts.js';
 import { startApp } from './support/app.js';
+import { ConsoleClient } from './support/console.js';
 import { startPrimary, startReplica } from './support/cluster.js';
 import { seriesValue } from './support/scraper.js';
 import { authHeaders } from './support/stack.js';
@@ -74,7 +75,7 @@ async function entryOnPrimaryOnly(): Promise<{ word: string; id: number }> {
   return { word, id };
 }
 
-test('when replicas are set, then the list is read from the replica, an entry by its id from the primary, and the lag shows in /metrics', async (t) => {
+test('when replicas are set, then the list and the log browser are read from the replica, an entry by its id from the primary, and the lag shows in /metrics', async (t) => {
   await waitFor('the replica up in /metrics', async () => (await metric('sitelog_replica_up')) === 1, { timeoutMs: 15_000 });
   const { word, id } = await entryOnPrimaryOnly();
   try {
@@ -83,6 +84,15 @@ test('when replicas are set, then the list is read from the replica, an entry by
     assert.equal(byId.status, 200);
     assert.equal(((await byId.json()) as Entry).id, id);
     assert.deepEqual(await listed(word), { status: 200, items: 0 }, 'the list came from the replica, which has not replayed the entry');
+    // the console's log browser: its list and chart from the replica, an entry's page from the primary
+    const browser = new ConsoleClient(app.base);
+    assert.equal((await browser.login()).status, 303);
+    const page = await browser.request(`/console/logs?q=${word}`);
+    const html = await page.text();
+    assert.equal(page.status, 200);
+    assert.match(html, /<svg class="chart"/);
+    assert.doesNotMatch(html, /written while the replica does not replay/);
+    assert.match(await (await browser.request(`/console/logs/${id}`)).text(), /written while the replica does not replay/);
     const readers = await replica.query<{ n: number }>('postgres', `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'sitelog-web-0-read'`);
     assert.ok(readers[0]!.n >= 1, 'the read pool is connected to the replica under its own application_name');
     const lag = await waitFor(

@@ -10,8 +10,9 @@ import { Slots } from './slots.js';
  * executes them on one connection. The connection is one of Sequelize's pool (the same budget,
  * validation and acquire timeout as everything else; `withConnection`) or a client of a process's own,
  * such as its liveness connection (`runOn`); reads that need not see their own writes may run on a
- * read replica's (`withReadConnection`, db/replicas.ts). A statement with a name is prepared once per connection,
- * so PostgreSQL parses and plans it once; one whose plan depends on its values has the name ''.
+ * read replica's (`withReadConnection`, db/replicas.ts). A statement with a name is prepared once
+ * per connection, so PostgreSQL parses and plans it once; one whose plan depends on its values has
+ * the name ''.
  * The tables are described by the migrations (src/db/migrations/), not by models.
  */
 export type Statement = { readonly name: string; readonly text: string };
