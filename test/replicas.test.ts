@@ -8,7 +8,7 @@ import { startApp } from './support/app.js';
 import { ConsoleClient } from './support/console.js';
 import { startPrimary, startReplica } from './support/cluster.js';
 import { seriesValue } from './support/scraper.js';
-import { authHeaders } from './support/stack.js';
+import { authHeaders, Stack } from './support/stack.js';
 import { waitFor } from './support/wait.js';
 
 // Issue #12's read replica, for real: a PostgreSQL 15 primary and a streaming replica made with
@@ -242,4 +242,45 @@ test('when the replica falls further behind than REPLICA_MAX_LAG_MS, then its re
   await waitFor('the replica up again once it has caught up', async () => (await metric('sitelog_replica_up')) === 1, { timeoutMs: 10_000, everyMs: 50 });
   t.diagnostic(`replay paused: reads on the primary ${downAfter} ms after the pause (bound ${REPLICA_MAX_LAG_MS} ms); up again ${Date.now() - resumed} ms after the replay resumed`);
   assert.ok(downAfter >= REPLICA_MAX_LAG_MS, 'not before the lag passes the bound');
+});
+
+test('when a PM2 cluster of two instances reads from the replica, then /metrics shows each instance\'s lag and the host\'s as the worst, not the sum', async (t) => {
+  const stack = await Stack.create({ instances: 2, databaseUrl: primary.url('sitelog'), env: { DATABASE_READ_URLS: replica.url('sitelog'), DB_POOL_MAX: '3' } });
+  const scrape = async () => (await fetch(stack.url('/metrics'))).text();
+  /** The host's series (no `instance` label), then instance 0's and 1's. */
+  const HOST_AND_EACH: Array<Record<string, string>> = [{}, { instance: '0' }, { instance: '1' }];
+  try {
+    await stack.start();
+    await waitFor('the replica up for the host and both instances', async () => {
+      const text = await scrape();
+      return HOST_AND_EACH.every((l) => seriesValue(text, 'sitelog_replica_up', { ...label, ...l }) === 1);
+    });
+    await entryOnPrimaryOnly();
+    try {
+      const lags = await waitFor(
+        'both instances to read a lag',
+        async () => {
+          const text = await scrape();
+          const [host, zero, one] = HOST_AND_EACH.map((l) => seriesValue(text, 'sitelog_replica_lag_seconds', { ...label, ...l }) ?? 0);
+          return zero! > 0 && one! > 0 && { host: host!, zero: zero!, one: one! };
+        },
+        { timeoutMs: 8_000 },
+      );
+      t.diagnostic(`sitelog_replica_lag_seconds: host ${lags.host}, instance 0 ${lags.zero}, instance 1 ${lags.one}`);
+      assert.equal(lags.host, Math.max(lags.zero, lags.one));
+    } finally {
+      await resumeReplay();
+    }
+    // (the in-process app of the tests above is instance 0 too: its read pool may be there as well)
+    const readers = await replica.query<{ name: string }>('postgres', `SELECT DISTINCT application_name AS name FROM pg_stat_activity WHERE application_name LIKE 'sitelog-web-%-monitor'`);
+    assert.deepEqual(
+      readers.map((r) => r.name).sort(),
+      ['sitelog-web-0-read-monitor', 'sitelog-web-1-read-monitor'],
+      'each instance reads the lag on a connection of its own',
+    );
+  } catch (err) {
+    throw new Error(`${(err as Error).message}\n${await stack.diagnosis()}`, { cause: err });
+  } finally {
+    await stack.stop();
+  }
 });
