@@ -1,13 +1,7 @@
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { ROOT } from '../src/ops/pm2.js';
-import { renderStandalone } from '../src/ops/nginx.js';
-import { findNginx } from '../src/ops/nginx.js';
-import { Lan, type Host } from './support/netns.js';
+import { APP_PORT, AppHost, ProxyHost } from './support/app-host.js';
+import { Lan } from './support/netns.js';
 import { startPostgres, type TestPostgres } from './support/postgres.js';
 import { ADMIN_PASSWORD, API_TOKEN } from './support/stack.js';
 import { startTraffic } from './support/traffic.js';
@@ -18,79 +12,10 @@ import { waitFor } from './support/wait.js';
 // rules per host, and a host going away and coming back costs no request through nginx. Each test
 // brings the hosts to the state it needs and counts "server started" from there.
 
-const PORT = 3000;
-const PROXY_PORT = 8080;
-const PM2 = path.join(ROOT, 'node_modules', 'pm2', 'bin', 'pm2');
-
-/** One app host: a PM2 daemon of its own, started inside the host's namespace, `--env production`. */
-class AppHost {
-  readonly dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sitelog-host-'));
-
-  constructor(
-    private readonly lan: Lan,
-    readonly host: Host,
-    private readonly env: NodeJS.ProcessEnv,
-  ) {}
-
-  pm2(...args: string[]) {
-    return new Promise<string>((resolve, reject) => {
-      const child = spawn('ip', ['netns', 'exec', this.host.netns, process.execPath, PM2, ...args], {
-        cwd: ROOT,
-        env: { PATH: process.env['PATH'], HOME: this.dir, PM2_HOME: path.join(this.dir, 'pm2'), ...this.env },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      let out = '';
-      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-      child.stderr.on('data', (d: Buffer) => (out += d.toString()));
-      child.on('error', reject);
-      child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`pm2 ${args.join(' ')} on ${this.host.name}: exit ${code}\n${out}`))));
-    });
-  }
-
-  async start(): Promise<void> {
-    await this.pm2('start', 'ecosystem.config.js', '--env', 'production');
-    await waitFor(`${this.host.name} ready`, async () => (await fetch(`http://${this.host.address}:${PORT}/readyz`)).status === 200, {
-      timeoutMs: 60_000,
-    });
-  }
-
-  /** Whether the host's instances answer ready. */
-  async ready(): Promise<boolean> {
-    return (await fetch(`http://${this.host.address}:${PORT}/readyz`).catch(() => undefined))?.status === 200;
-  }
-
-  /** Started, unless it already runs (`pm2 start` of a running ecosystem would restart it). */
-  async up(): Promise<void> {
-    if (!(await this.ready())) await this.start();
-  }
-
-  /** The host going away as on a shutdown: PM2 stops the instances gracefully, then itself. */
-  stop(): Promise<string> {
-    return this.pm2('kill');
-  }
-
-  /** What this host's instances logged about trouble: warnings, errors and the 503s they answered. */
-  trouble(): string[] {
-    const logs = path.join(this.dir, 'pm2', 'logs');
-    if (!fs.existsSync(logs)) return [];
-    return fs
-      .readdirSync(logs)
-      .flatMap((file) => fs.readFileSync(path.join(logs, file), 'utf8').split('\n'))
-      .filter((line) => /"level":[456]0|"status":5|SITELOG_DB_UNAVAILABLE/.test(line))
-      .map((line) => `${this.host.name}: ${line.slice(0, 400)}`);
-  }
-
-  async remove(): Promise<void> {
-    await this.stop().catch(() => undefined);
-    fs.rmSync(this.dir, { recursive: true, force: true });
-  }
-}
-
 let lan: Lan;
 let postgres: TestPostgres;
 let hosts: AppHost[] = [];
-let proxy: ChildProcess | undefined;
-let proxyDir: string;
+let proxy: ProxyHost | undefined;
 
 /** The host's "server started" entries so far (none before the first start made the database). */
 async function serverStarts(host: string): Promise<number> {
@@ -111,37 +36,25 @@ describe('several hosts behind one nginx', { timeout: 240_000 }, () => {
     const proxyHost = lan.host('proxy');
     hosts = ['app-a', 'app-b'].map(
       (name) =>
-        new AppHost(lan, lan.host(name), {
+        new AppHost(lan.host(name), {
           DATABASE_URL: databaseUrl,
           API_TOKEN,
           ADMIN_PASSWORD,
           SITELOG_HOST: name,
           WEB_INSTANCES: '2',
-          PORT: String(PORT),
+          PORT: String(APP_PORT),
           BIND_ADDRESS: lan.host(name).address,
           TRUST_PROXY: proxyHost.address,
           // debug: each 503 an instance answers is logged with its cause, shown when the test fails
           LOG_LEVEL: 'debug',
         }),
     );
-    proxyDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sitelog-proxy-'));
-    fs.chmodSync(proxyDir, 0o755);
-    const conf = renderStandalone(proxyDir, {
-      upstreams: hosts.map((h) => `${h.host.address}:${PORT}`),
-      listen: `${proxyHost.address}:${PROXY_PORT}`,
-    });
-    proxy = spawn('ip', ['netns', 'exec', proxyHost.netns, findNginx() ?? 'nginx', '-e', 'stderr', '-c', conf], { stdio: 'ignore' });
+    proxy = new ProxyHost(proxyHost, hosts);
   });
 
   after(async () => {
     await Promise.all(hosts.map((h) => h.remove()));
-    // nginx's graceful stop, by the pid this test started
-    if (proxy?.pid && proxy.exitCode === null) {
-      const exited = new Promise((resolve) => proxy!.once('exit', resolve));
-      proxy.kill('SIGQUIT');
-      await exited;
-    }
-    if (proxyDir) fs.rmSync(proxyDir, { recursive: true, force: true });
+    await proxy?.remove();
     await postgres?.stop();
     await lan?.remove();
   });
@@ -152,7 +65,7 @@ describe('several hosts behind one nginx', { timeout: 240_000 }, () => {
     await Promise.all(hosts.map((h) => h.start()));
     assert.deepEqual([await serverStarts('app-a'), await serverStarts('app-b')], [before[0]! + 1, before[1]! + 1]);
 
-    const base = `http://${lan.host('proxy').address}:${PROXY_PORT}`;
+    const base = proxy!.url;
     const answered = new Set<string>();
     await waitFor('answers from both hosts through nginx', async () => {
       const page = await (await fetch(`${base}/`)).text();
@@ -173,7 +86,7 @@ describe('several hosts behind one nginx', { timeout: 240_000 }, () => {
   test('when one host stops under load and comes back, then no request fails and that host writes one new "server started"', async () => {
     await Promise.all(hosts.map((h) => h.up()));
     const before = [await serverStarts('app-a'), await serverStarts('app-b')];
-    const base = `http://${lan.host('proxy').address}:${PROXY_PORT}`;
+    const base = proxy!.url;
     const traffic = startTraffic(base, { connections: 32, maxMs: 90_000 });
     await waitFor('traffic flowing', () => traffic.acks.length > 50);
     const [a] = hosts as [AppHost, AppHost];

@@ -1,0 +1,285 @@
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import pg from 'pg';
+import { ROOT } from '../src/ops/pm2.js';
+import { APP_PORT, AppHost, ProxyHost } from './support/app-host.js';
+import { PG_PASSWORD, startPgBouncer, startPrimary, startReplica, type PgBouncer, type PgServer } from './support/cluster.js';
+import { Lan } from './support/netns.js';
+import { authHeaders, ADMIN_PASSWORD, API_TOKEN } from './support/stack.js';
+import { percentile, startTraffic, type Ack, type Sample } from './support/traffic.js';
+import { waitFor } from './support/wait.js';
+
+// Past one database server (#12): three app hosts × four instances behind one nginx, their pools
+// through PgBouncer (transaction mode) to a PostgreSQL 15 primary whose max_connections is 40, their
+// sessions (liveness locks, migrations) straight to the primary, their list reads on a streaming
+// replica made with pg_basebackup. All on a LAN of network namespaces made here, every server on
+// this machine's Debian binaries. Each test brings the setup to the state it needs.
+
+const HOSTS = ['app-a', 'app-b', 'app-c'];
+const INSTANCES = 4;
+const DB_POOL_MAX = 3;
+const MAX_CONNECTIONS = 40;
+/** The primary's budget: 40 − 3 superuser_reserved − 12 liveness (one per instance) − 5 reserve. */
+const PGBOUNCER_SERVER_CONNECTIONS = MAX_CONNECTIONS - 3 - HOSTS.length * INSTANCES - 5;
+/** After PgBouncer is back, how long 503s remain the promised answer (the app's gate probes, PgBouncer's login retry is 1 s). */
+const OUTAGE_TAIL_MS = 3_000;
+const LOAD_MS = 15_000;
+
+let lan: Lan;
+let primary: PgServer;
+let replica: PgServer;
+let bouncer: PgBouncer;
+let hosts: AppHost[] = [];
+let proxy: ProxyHost | undefined;
+
+const ok = (s: Sample) => s.status >= 200 && s.status < 300;
+
+/** Every acknowledged write is in the database once, as acknowledged. */
+async function assertStoredOnce(acks: Ack[]): Promise<void> {
+  const rows = await primary.query<{ request_id: string; n: string; id: string; description: string }>(
+    'sitelog',
+    `SELECT request_id, count(*) AS n, min(id) AS id, min(description) AS description FROM system_logs WHERE request_id = ANY($1) GROUP BY request_id`,
+    [acks.map((a) => a.key)],
+  );
+  const stored = new Map(rows.map((r) => [r.request_id, r]));
+  const lost = acks.filter((a) => !stored.has(a.key));
+  const wrong = acks.filter((a) => {
+    const row = stored.get(a.key);
+    return row && (row.n !== '1' || Number(row.id) !== a.id || row.description !== a.description);
+  });
+  assert.deepEqual(lost.slice(0, 5), [], `${lost.length} of ${acks.length} acknowledged writes are not stored`);
+  assert.deepEqual(wrong.slice(0, 5), [], `${wrong.length} acknowledged writes are stored twice or otherwise`);
+}
+
+/** Failures by kind, status and error code, for the assertion messages. */
+function tally(samples: Sample[]): string {
+  const counts = new Map<string, number>();
+  for (const s of samples) counts.set(`${s.kind} ${s.status} ${s.code ?? ''}`, (counts.get(`${s.kind} ${s.status} ${s.code ?? ''}`) ?? 0) + 1);
+  return JSON.stringify(Object.fromEntries(counts));
+}
+
+const trouble = () =>
+  hosts
+    .flatMap((h) => h.trouble())
+    .slice(-15)
+    .join('\n');
+
+type Pool = { database: string; cl_active: string; cl_waiting: string; sv_active: string; sv_idle: string; maxwait_us: string };
+
+/**
+ * Samples every 100 ms, over connections of its own (not counted), the primary's client connections
+ * (through PgBouncer: from 127.0.0.1; straight from the app hosts: from the LAN) and PgBouncer's
+ * SHOW POOLS for `sitelog`; keeps the peaks.
+ */
+function sampleConnections() {
+  const peak = { total: 0, pgbouncer: 0, direct: 0, clActive: 0, clWaiting: 0, svActive: 0, maxwaitMs: 0 };
+  const db = new pg.Client({ connectionString: primary.url('postgres') });
+  const admin = new pg.Client({ connectionString: bouncer.adminUrl() });
+  let stopped = false;
+  const sampling = (async () => {
+    await db.connect();
+    await admin.connect();
+    for (let i = 0; !stopped && i < 6_000; i += 1) {
+      const { rows } = await db.query<{ pgbouncer: string; direct: string }>(
+        `SELECT count(*) FILTER (WHERE client_addr = '127.0.0.1') AS pgbouncer, count(*) FILTER (WHERE client_addr <> '127.0.0.1') AS direct
+         FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()`,
+      );
+      const row = rows[0]!;
+      peak.pgbouncer = Math.max(peak.pgbouncer, Number(row.pgbouncer));
+      peak.direct = Math.max(peak.direct, Number(row.direct));
+      peak.total = Math.max(peak.total, Number(row.pgbouncer) + Number(row.direct));
+      const pool = (await admin.query<Pool>('SHOW POOLS')).rows.find((p) => p.database === 'sitelog');
+      if (pool) {
+        peak.clActive = Math.max(peak.clActive, Number(pool.cl_active));
+        peak.clWaiting = Math.max(peak.clWaiting, Number(pool.cl_waiting));
+        peak.svActive = Math.max(peak.svActive, Number(pool.sv_active));
+        peak.maxwaitMs = Math.max(peak.maxwaitMs, Number(pool.maxwait_us) / 1000);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  })();
+  return {
+    async stop() {
+      stopped = true;
+      await sampling.finally(() => Promise.all([db.end(), admin.end()]));
+      return peak;
+    },
+  };
+}
+
+/** The app's connections to the replica now (from the LAN). */
+async function replicaConnections(): Promise<number> {
+  const [row] = await replica.query<{ n: string }>(
+    'postgres',
+    `SELECT count(*) AS n FROM pg_stat_activity WHERE backend_type = 'client backend' AND client_addr <> '127.0.0.1'`,
+  );
+  return Number(row?.n);
+}
+
+async function upAll(): Promise<void> {
+  if (!replica.running()) await replica.start();
+  if (!bouncer.pid) await bouncer.start();
+  await Promise.all(hosts.map((h) => h.up()));
+}
+
+describe('past one database server: 3 hosts × 4 instances, PgBouncer, a streaming replica', { timeout: 170_000 }, () => {
+  before(async () => {
+    lan = await Lan.create([...HOSTS, 'proxy']);
+    primary = await startPrimary({ address: lan.gateway, subnet: lan.subnet, maxConnections: MAX_CONNECTIONS });
+    // the replica's connections are direct ones: 12 instances × DB_POOL_MAX, and room beside them
+    replica = await startReplica(primary, { address: lan.gateway, subnet: lan.subnet, maxConnections: 60 });
+    bouncer = await startPgBouncer({
+      listen: lan.gateway,
+      databases: [{ name: 'sitelog', host: '127.0.0.1', port: primary.port, dbname: 'sitelog' }],
+      poolMode: 'transaction',
+      defaultPoolSize: PGBOUNCER_SERVER_CONNECTIONS,
+      maxDbConnections: PGBOUNCER_SERVER_CONNECTIONS,
+      users: [{ name: 'postgres', password: PG_PASSWORD }],
+    });
+    const proxyHost = lan.host('proxy');
+    hosts = HOSTS.map(
+      (name) =>
+        new AppHost(lan.host(name), {
+          DATABASE_URL: bouncer.url('sitelog', { host: lan.gateway }),
+          DATABASE_DIRECT_URL: primary.url('sitelog', { host: lan.gateway }),
+          DATABASE_READ_URLS: replica.url('sitelog', { host: lan.gateway }),
+          DB_POOL_MAX: String(DB_POOL_MAX),
+          API_TOKEN,
+          ADMIN_PASSWORD,
+          SITELOG_HOST: name,
+          WEB_INSTANCES: String(INSTANCES),
+          PORT: String(APP_PORT),
+          BIND_ADDRESS: lan.host(name).address,
+          TRUST_PROXY: proxyHost.address,
+        }),
+    );
+    proxy = new ProxyHost(proxyHost, hosts);
+  });
+
+  after(async () => {
+    await Promise.all(hosts.map((h) => h.remove()));
+    await proxy?.remove();
+    await bouncer?.remove();
+    await replica?.remove();
+    await primary?.remove();
+    await lan?.remove();
+  });
+
+  test('when 3 hosts × 4 instances start at once behind PgBouncer, then all 12 run, migrations run once, and each host writes one "server started" and one entry per instance', async () => {
+    await Promise.all(hosts.map((h) => h.start({ timeoutMs: 90_000 })));
+
+    const instances = await waitFor('12 live instances', async () => {
+      const response = await fetch(`${proxy!.url}/api/instances`, { headers: authHeaders() });
+      const { items } = (await response.json()) as { items: Array<{ host: string; instance: number }> };
+      return items.length === HOSTS.length * INSTANCES && items;
+    });
+    for (const name of HOSTS) {
+      assert.deepEqual(
+        instances
+          .filter((i) => i.host === name)
+          .map((i) => i.instance)
+          .sort(),
+        [0, 1, 2, 3],
+        `${name}'s instances`,
+      );
+    }
+
+    const migrations = fs.readdirSync(path.join(ROOT, 'src', 'db', 'migrations')).filter((f) => /^\d+-.*\.ts$/.test(f));
+    const applied = await primary.query<{ name: string }>('sitelog', 'SELECT name FROM sitelog_migrations ORDER BY name');
+    assert.equal(applied.length, migrations.length, 'each migration is recorded once');
+    const appliedLines = hosts.flatMap((h) => h.logLines().filter((l) => l.includes('"migration applied"')));
+    assert.equal(appliedLines.length, migrations.length, `"migration applied" once per migration across all hosts:\n${appliedLines.join('\n')}`);
+
+    for (const name of HOSTS) {
+      const entries = await primary.query<{ description: string }>(
+        'sitelog',
+        `SELECT description FROM system_logs WHERE host = $1 AND stype = 'system' ORDER BY id`,
+        [name],
+      );
+      const descriptions = entries.map((e) => e.description);
+      assert.equal(descriptions.filter((d) => d === 'server started').length, 1, `${name}: one "server started" in ${JSON.stringify(descriptions)}`);
+      const started = descriptions.map((d) => d.match(/^instance (\d+) started \(pid \d+\)$/)?.[1]).filter((k) => k !== undefined);
+      assert.deepEqual(started.sort(), ['0', '1', '2', '3'], `${name}: one entry per instance`);
+    }
+
+    const errors = hosts.flatMap((h) => h.logLines().filter((l) => /"level":[56]0|\bERROR\b|\bFATAL\b/.test(l)).map((l) => `${h.host.name}: ${l.slice(0, 300)}`));
+    assert.deepEqual(errors.slice(0, 10), [], 'no error in any host\'s PM2 logs');
+  });
+
+  test('when 200 clients mix transactional writes and reads through nginx, then zero failed requests and every acknowledged write is stored once', async () => {
+    await upAll();
+    const connections = sampleConnections();
+    const { samples, acks, mismatches } = await startTraffic(proxy!.url, { connections: 200, maxMs: LOAD_MS }).done;
+    const peak = await connections.stop();
+
+    const failed = samples.filter((s) => !ok(s));
+    assert.deepEqual(failed.slice(0, 5), [], `${failed.length} of ${samples.length} failed: ${tally(failed)}; the hosts logged:\n${trouble()}`);
+    assert.deepEqual(mismatches.slice(0, 5), []);
+    assert.ok(acks.length > 500, `enough writes to mean something (${acks.length})`);
+    await assertStoredOnce(acks);
+    assert.ok(peak.pgbouncer <= PGBOUNCER_SERVER_CONNECTIONS, `PgBouncer kept to its ${PGBOUNCER_SERVER_CONNECTIONS} server connections (${peak.pgbouncer})`);
+    assert.ok(peak.total <= MAX_CONNECTIONS - 3, `the primary stayed within max_connections (${peak.total})`);
+
+    const rps = samples.length / (LOAD_MS / 1000);
+    const p99 = percentile(
+      samples.map((s) => s.ms),
+      99,
+    );
+    process.stdout.write(
+      `# scaling: 3 hosts × ${INSTANCES} instances, DB_POOL_MAX ${DB_POOL_MAX}, PgBouncer pool ${PGBOUNCER_SERVER_CONNECTIONS}, 200 clients ${LOAD_MS / 1000} s: ` +
+        `${samples.length} requests (${rps.toFixed(0)} req/s), ${acks.length} writes, p99 ${p99.toFixed(0)} ms; ` +
+        `primary peak ${peak.total} connections (${peak.pgbouncer} from PgBouncer, ${peak.direct} direct); ` +
+        `SHOW POOLS peaks: cl_active ${peak.clActive}, cl_waiting ${peak.clWaiting}, sv_active ${peak.svActive}, maxwait ${peak.maxwaitMs.toFixed(0)} ms\n`,
+    );
+  });
+
+  test('when the replica stops under load, then no request fails, lists are answered by the primary, and reads return to the replica once it is back', async () => {
+    await upAll();
+    const traffic = startTraffic(proxy!.url, { connections: 64, maxMs: 60_000 });
+    try {
+      await waitFor('list reads on the replica', async () => traffic.acks.length > 50 && (await replicaConnections()) > 0, { timeoutMs: 15_000 });
+      const listsBefore = traffic.samples.filter((s) => s.kind === 'list').length;
+      await replica.stop('fast');
+      await waitFor('lists answered while the replica is down', () => traffic.samples.filter((s) => s.kind === 'list' && ok(s)).length > listsBefore + 300, {
+        timeoutMs: 20_000,
+      });
+      await replica.start();
+      await waitFor('the app reading from the replica again', async () => (await replicaConnections()) > 0, { timeoutMs: 15_000 });
+    } finally {
+      const { samples, acks, mismatches } = await traffic.stop();
+      const failed = samples.filter((s) => !ok(s));
+      assert.deepEqual(failed.slice(0, 5), [], `${failed.length} of ${samples.length} failed: ${tally(failed)}; the hosts logged:\n${trouble()}`);
+      assert.deepEqual(mismatches.slice(0, 5), []);
+      await assertStoredOnce(acks);
+    }
+  });
+
+  test('when PgBouncer restarts under load, then 503s only until shortly after it is back, and every acknowledged write is stored once', async () => {
+    await upAll();
+    const traffic = startTraffic(proxy!.url, { connections: 64, maxMs: 60_000 });
+    await waitFor('traffic flowing', () => traffic.acks.length > 100, { timeoutMs: 15_000 });
+    const from = Date.now();
+    // SIGINT: a safe shutdown (PAUSE, then SHUTDOWN), as systemd's unit stops it
+    await bouncer.restart('SIGINT');
+    const back = Date.now();
+    const until = back + OUTAGE_TAIL_MS;
+    await waitFor('writes acknowledged after the restart', () => traffic.samples.filter((s) => s.kind === 'write' && ok(s) && s.at > until).length > 100, {
+      timeoutMs: 20_000,
+    });
+    const { samples, acks, mismatches } = await traffic.stop();
+
+    const promised = (s: Sample) => s.status === 503 && s.at >= from && s.at <= until;
+    const failed = samples.filter((s) => !ok(s) && !promised(s));
+    const answered503 = samples.filter(promised);
+    const firstOk = samples.filter((s) => s.kind === 'write' && ok(s) && s.at >= back).sort((a, b) => a.at - b.at)[0];
+    assert.deepEqual(failed.slice(0, 5), [], `${failed.length} of ${samples.length} failed other than the promised 503s: ${tally(failed)}; the hosts logged:\n${trouble()}`);
+    assert.deepEqual(mismatches.slice(0, 5), []);
+    await assertStoredOnce(acks);
+    process.stdout.write(
+      `# scaling: PgBouncer restarted (SIGINT) in ${back - from} ms under 64 clients: ${answered503.length} × 503 of ${samples.length} requests, ` +
+        `slowest 503 ${Math.max(0, ...answered503.map((s) => s.ms)).toFixed(0)} ms, first write acknowledged ${firstOk ? firstOk.at - back : '–'} ms after it was back\n`,
+    );
+  });
+});
