@@ -10,6 +10,7 @@ import { checkPoolBudget, connectWithRetry } from './db/database.js';
 import { DatabaseGate } from './db/gate.js';
 import { migrate } from './db/migrate.js';
 import { setPooledDefaults } from './db/pooler.js';
+import { startReplicas } from './db/replicas.js';
 import { createSequelize, poolState } from './db/sequelize.js';
 import { Presence } from './instances/presence.js';
 import type { Logger } from './logger.js';
@@ -68,11 +69,14 @@ export async function startWebProcess(config: Config, logger: Logger, shutdown: 
 
   await migrate(config.DATABASE_DIRECT_URL, liveness, logger);
   if (config.DATABASE_POOLED) await setPooledDefaults(liveness, logger);
+  // stopped after the HTTP drain (shutdown steps run newest first): reads in flight finish on them
+  const replicas = startReplicas(sequelize, config, logger);
+  shutdown.add('read replicas', () => replicas.stop());
 
   await presence.announce(liveness);
   presence.startHeartbeat();
 
-  const instruments = new Instruments(() => poolState(sequelize));
+  const instruments = new Instruments(() => poolState(sequelize), () => replicas.states());
   const gate = new DatabaseGate(config.DATABASE_URL, logger, () => instruments.gateRefusals.inc());
   shutdown.add('database gate', () => gate.stop());
   // stopped after the HTTP server (shutdown steps run newest first): its final counters are its last

@@ -23,6 +23,18 @@ export const DRAIN_GRACE_MS = 500;
  */
 export const DB_CONNECT_TIMEOUT_MS = 2_000;
 
+/**
+ * How long a new connection to a read replica may take. Short, unlike DB_CONNECT_TIMEOUT_MS: a
+ * replica that does not answer costs its read nothing but a rerun on the primary (db/replicas.ts),
+ * so a replica that hangs must not hold the read up for long.
+ */
+export const REPLICA_CONNECT_TIMEOUT_MS = 300;
+/**
+ * A replica further behind the primary than this counts as down: its reads go to the primary until
+ * it has caught up, and `npm run doctor` fails on it. The log list may be this stale, never more.
+ */
+export const REPLICA_MAX_LAG_MS = 10_000;
+
 /** How long a request waits for a pooled connection before it answers 503 (the pool is saturated). */
 export const POOL_ACQUIRE_MS = 3_000;
 /** PostgreSQL cancels a web process's statement after this (statement_timeout). */
@@ -66,3 +78,4 @@ export const REQUEST_DEADLINE_MS = 10_000;
 export const WATCHDOG_BLOCKED_MS = 3_000;
 /** How often the watchdog thread looks for the main thread's heartbeat (which beats twice as often). */
 export const WATCHDOG_CHECK_MS = 500;
+

@@ -5,6 +5,7 @@ import { z } from 'zod';
 import type { AppContext } from '../context.js';
 import { badRequest, databaseTrouble, ERRORS, forbidden, HttpError, notFound, tooManyRequests } from '../errors.js';
 import { withConnection } from '../db/lean.js';
+import { withReadConnection } from '../db/replicas.js';
 import { liveInstances, startHistory } from '../instances/queries.js';
 import { getLog, histogram, listLogs, parseEntry } from '../logs/queries.js';
 import { listLogsQuery, logId } from '../logs/schema.js';
@@ -41,7 +42,7 @@ const loginUnrecorded = () => new HttpError(ERRORS.SITELOG_DB_UNAVAILABLE, 'the 
 /** A datetime-local value ("2026-11-24T03:30", no zone) is taken as UTC; an ISO value passes as is. */
 const asUtc = (v: string | undefined) => (v && /^\d{4}-\d\d-\d\dT\d\d(:\d\d){1,2}$/.test(v) ? `${v}${v.length === 16 ? ':00' : ''}Z` : v);
 
-/** The log browser's data: a page of entries and the chart of its range, or why the filters are wrong. */
+/** The log browser's data (from a read replica when there is one): a page of entries and the chart of its range, or why the filters are wrong. */
 async function logsView(sequelize: Sequelize, form: LogsForm, signal: AbortSignal): Promise<LogsView> {
   const filters = { stype: form.stype, q: form.q, since: asUtc(form.since), until: asUtc(form.until), before: form.before };
   const parsed = listLogsQuery.safeParse({ ...Object.fromEntries(Object.entries(filters).filter(([, v]) => v !== undefined)), limit: String(LOGS_PAGE) });
@@ -56,7 +57,7 @@ async function logsView(sequelize: Sequelize, form: LogsForm, signal: AbortSigna
   if (page instanceof HttpError) return { ...view, error: page.message };
   const keep = Object.entries({ ...form, before: undefined }).filter((e): e is [string, string] => e[1] !== undefined);
   const nextLink = page.next ? `/console/logs?${new URLSearchParams([...keep, ['before', page.next]]).toString()}` : undefined;
-  const chart = await withConnection(sequelize, (run) => histogram(run, { from, to, stype: parsed.data.stype }), signal);
+  const chart = await withReadConnection(sequelize, (run) => histogram(run, { from, to, stype: parsed.data.stype }), signal);
   return { ...view, entries: page.items.map(parseEntry), nextLink, histogram: chart };
 }
 

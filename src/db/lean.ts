@@ -10,8 +10,10 @@ import { Slots } from './slots.js';
  * The one way sitelog runs SQL: a feature's queries module names its statements, and a runner
  * executes them on one connection. The connection is one of Sequelize's pool (the same budget,
  * validation and acquire timeout as everything else; `withConnection`) or a client of a process's own,
- * such as its liveness connection (`runOn`). A statement with a name is prepared once per connection,
- * so PostgreSQL parses and plans it once; one whose plan depends on its values has the name ''.
+ * such as its liveness connection (`runOn`); reads that need not see their own writes may run on a
+ * read replica's (`withReadConnection`, db/replicas.ts). A statement with a name is prepared once
+ * per connection, so PostgreSQL parses and plans it once; one whose plan depends on its values has
+ * the name ''.
  * The tables are described by the migrations (src/db/migrations/), not by models.
  */
 export type Statement = { readonly name: string; readonly text: string };
@@ -40,7 +42,7 @@ export function sendUnnamed(sequelize: Sequelize, directUrl: string): void {
 }
 
 /** A request's work stopped before its next statement, because its client went away or its deadline passed. */
-class WorkAbandoned extends Error {}
+export class WorkAbandoned extends Error {}
 
 /**
  * `work` on a connection of Sequelize's pool. With a `signal` (the request's client went away, or
@@ -49,12 +51,36 @@ class WorkAbandoned extends Error {}
  */
 export async function withConnection<T>(sequelize: Sequelize, work: (run: Run) => Promise<T>, signal?: AbortSignal): Promise<T> {
   const client = (await sequelize.connectionManager.getConnection({ type: 'write' })) as PooledClient;
-  const run = runOn(client, !behindPooler.has(sequelize));
+  return onLent(
+    client,
+    work,
+    signal,
+    (reusable) => {
+      if (!reusable) client._invalid = true;
+      sequelize.connectionManager.releaseConnection(client);
+    },
+    !behindPooler.has(sequelize),
+  );
+}
+
+/**
+ * `work` on a client lent by a pool (Sequelize's, or a read replica's: db/replicas.ts), then
+ * `release`, told whether the client may serve another request. `named`: see runOn.
+ */
+export async function onLent<T>(
+  client: pg.Client,
+  work: (run: Run) => Promise<T>,
+  signal: AbortSignal | undefined,
+  release: (reusable: boolean) => void,
+  named = true,
+): Promise<T> {
+  const run = runOn(client, named);
+  let reusable = true;
   let cancelling: Promise<void> | undefined;
   const onAbort = (): void => {
     cancelling = cancelRunning(client).then((landed) => {
       // a cancel that may still arrive must not find the connection serving someone else
-      if (!landed) client._invalid = true;
+      if (!landed) reusable = false;
     });
   };
   signal?.addEventListener('abort', onAbort, { once: true });
@@ -63,15 +89,15 @@ export async function withConnection<T>(sequelize: Sequelize, work: (run: Run) =
     return await work(signal ? guarded : run);
   } catch (err) {
     // An error PostgreSQL answered (it has a severity), or work stopped between statements, leaves
-    // the connection usable; anything else (a dropped socket, a timeout) marks it for Sequelize's
-    // pool to destroy instead of reuse.
-    if (!(err as { severity?: string }).severity && !(err instanceof WorkAbandoned)) client._invalid = true;
+    // the connection usable; anything else (a dropped socket, a timeout) marks it for its pool to
+    // destroy instead of reuse.
+    if (!(err as { severity?: string }).severity && !(err instanceof WorkAbandoned)) reusable = false;
     throw err;
   } finally {
     signal?.removeEventListener('abort', onAbort);
     // the cancel lands (or the connection is condemned) before the connection serves another request
     await cancelling;
-    sequelize.connectionManager.releaseConnection(client);
+    release(reusable);
   }
 }
 
@@ -142,7 +168,7 @@ type Cancellable = { processID: number; secretKey: number; connectionParameters:
  * (what psql's Ctrl-C sends); PostgreSQL ignores it when nothing runs. Whether it landed: PostgreSQL
  * closed that connection within a second.
  */
-function cancelRunning(client: PooledClient): Promise<boolean> {
+function cancelRunning(client: pg.Client): Promise<boolean> {
   const { processID, secretKey, connectionParameters: at } = client as unknown as Cancellable;
   const request = Buffer.alloc(16);
   request.writeInt32BE(16, 0);

@@ -1,13 +1,16 @@
 import type { Sequelize } from 'sequelize';
 import { withConnection, withWriteConnection, type Run, type Statement } from '../db/lean.js';
 import { LOCK_RETENTION } from '../db/locks.js';
+import { withReadConnection } from '../db/replicas.js';
 import type { CreateLogBody, ListLogsQuery } from './schema.js';
 import { decodeCursor, encodeCursor } from './schema.js';
 import type { LogEntry, Stype } from './model.js';
 import { badRequest, ERRORS } from '../errors.js';
 
 // Every statement on system_logs, run by db/lean.ts's runner: on Sequelize's pool for requests, on
-// a process's liveness connection for the startup log.
+// a process's liveness connection for the startup log; the list, which need not see a write of a
+// moment ago, on a read replica when there is one (db/replicas.ts). An entry read by its id is read
+// from the primary: a client reads what it has just written by the id it got.
 //
 // An entry leaves PostgreSQL as the JSON the API answers (SPEC "Log entry fields": the id a number,
 // the time ISO 8601 in UTC with milliseconds, as JavaScript writes it). The hot endpoints send that
@@ -61,7 +64,7 @@ type PageRow = { timestamp: string; id: string; entry: EntryJson };
 
 export async function listLogs(sequelize: Sequelize, query: ListLogsQuery, signal?: AbortSignal): Promise<LogPage> {
   const { statement, values } = listLogsStatement(query);
-  const rows = await withConnection(sequelize, (run) => run<PageRow>(statement, values), signal);
+  const rows = await withReadConnection(sequelize, (run) => run<PageRow>(statement, values), signal);
   const last = rows.length > query.limit ? rows[query.limit - 1] : undefined;
   return { items: rows.slice(0, query.limit).map((r) => r.entry), next: last ? encodeCursor(last.timestamp, Number(last.id)) : null };
 }

@@ -2,6 +2,7 @@ import http from 'node:http';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { Express, Request } from 'express';
 import client from 'prom-client';
+import type { ReplicaState } from '../db/replicas.js';
 import type { PoolState } from '../db/sequelize.js';
 
 // One process's instruments: the Prometheus series it counts, and the samples the live console
@@ -105,7 +106,10 @@ export class Instruments {
   private lastLoopLagMs = 0;
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly pool: () => PoolState) {
+  constructor(
+    private readonly pool: () => PoolState,
+    private readonly replicas: () => readonly ReplicaState[] = () => [],
+  ) {
     this.loopDelay.enable();
     const gauge = (name: string, help: string, value: () => number, aggregator: 'sum' | 'max' = 'sum') =>
       new client.Gauge({
@@ -123,6 +127,28 @@ export class Instruments {
     gauge('sitelog_event_loop_lag_seconds', "The event loop's 99th percentile delay over the last 2 s (the host's: the worst instance)", () => this.lastLoopLagMs / 1000, 'max');
     gauge('sitelog_heap_used_bytes', 'V8 heap in use', () => process.memoryUsage().heapUsed);
     gauge('sitelog_rss_bytes', 'Resident set size', () => process.memoryUsage.rss());
+    // Each process reads its replicas' lag itself (every 2 s, db/replicas.ts): the host shows the
+    // worst of its processes' readings, and a replica as up only when every process finds it up.
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    const instruments = this;
+    const perReplica = (name: string, help: string, value: (r: ReplicaState) => number | undefined, aggregator: 'max' | 'min') =>
+      new client.Gauge({
+        name,
+        help,
+        labelNames: ['replica'] as const,
+        aggregator,
+        registers: [this.registry],
+        collect(this: client.Gauge<'replica'>) {
+          this.reset();
+          for (const r of instruments.replicas()) {
+            const v = value(r);
+            if (v !== undefined) this.set({ replica: r.replica }, v);
+          }
+        },
+      });
+    perReplica('sitelog_replica_lag_seconds', 'How far a read replica is behind the primary in time (0 when it has replayed all it received)', (r) => r.lagSeconds, 'max');
+    perReplica('sitelog_replica_lag_bytes', 'WAL a read replica has received and not replayed yet', (r) => r.lagBytes, 'max');
+    perReplica('sitelog_replica_up', 'Whether reads go to a read replica (1) or, down or too far behind, to the primary (0)', (r) => (r.up ? 1 : 0), 'min');
   }
 
   /** Counts a response when its head is written, so a client that saw it finds it counted. */

@@ -3,35 +3,42 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 import type pg from 'pg';
-import type { z } from 'zod';
 import { envFields, proxyTrustProblem, withLocalSecrets } from '../config.js';
 import { clientFor, CONNECTION_RESERVE, CONNECTIONS_BESIDE_POOL } from '../db/database.js';
+import { runOn } from '../db/lean.js';
 import { pendingMigrations } from '../db/migrate.js';
+import { liveCount } from '../instances/queries.js';
 import { DATABASE_WAIT_MS, KEEP_ALIVE_MS, SHUTDOWN_MS } from '../timeouts.js';
+import {
+  collectPooler,
+  collectReplicas,
+  directUrlOf,
+  pgbouncer,
+  pgbouncerBudget,
+  pgbouncerClients,
+  pgbouncerOutage,
+  pgbouncerWaits,
+  readUrlsOf,
+  replicaLag,
+  sessionPooling,
+  sessionSettings,
+  type PoolerFacts,
+  type ReplicaFacts,
+} from './doctor-database.js';
+import { asConfig, envOf, fail, ok, type Finding, type Pm2App } from './findings.js';
 import { findNginx } from './nginx.js';
-import { daemonRuns, listAll, pm2Home, type Pm2Process } from './pm2.js';
+import { daemonRuns, listAll, pm2Home } from './pm2.js';
 import { isWebApp } from './stack.js';
 
 // `npm run doctor`: checks a running deployment (the PM2 of PM2_HOME, the database and nginx it
-// uses) against the traps of this layout, and prints what to fix. Exit 1 when something is wrong.
+// uses) against the traps of this layout, and prints what to fix. Exit 1 when something is wrong
+// (a warning alone does not).
 // Read-only: it changes nothing, and never prints a secret. It first collects facts, then judges
 // them with the checks below, pure functions of those facts.
 
 const run = promisify(execFile);
 
-export type Finding = { id: string; ok: boolean; detail: string; fix?: string };
-
-/** A process as `pm2 jlist` reports it, with the settings the checks read. */
-export type Pm2App = Pm2Process & {
-  pm2_env: Pm2Process['pm2_env'] & {
-    exec_mode?: string;
-    wait_ready?: boolean;
-    listen_timeout?: number;
-    kill_timeout?: number;
-    args?: string[] | string;
-    env?: Record<string, string>;
-  } & Record<string, unknown>;
-};
+export type { Finding, Pm2App };
 
 export type Pm2Facts = { home: string; daemon: boolean; processes: Pm2App[] };
 export type PgSetting = { name: string; setting: string };
@@ -39,38 +46,32 @@ export type ClockSample = { sentMs: number; serverMs: number; receivedMs: number
 export type DatabaseFacts =
   | { state: 'no-url' }
   | { state: 'unreachable'; error: string }
-  | { state: 'reachable'; settings: PgSetting[]; pending: string[]; clock: ClockSample[] };
+  | {
+      state: 'reachable';
+      settings: PgSetting[];
+      pending: string[];
+      clock: ClockSample[];
+      /** Live instances of every host: each holds a liveness connection. */
+      liveInstances: number;
+      /** PostgreSQL's own address for this connection (NULL over a Unix socket). */
+      address: string | null;
+    };
 export type NginxTest = { passed: true; stdout: string } | { passed: false; stderr: string };
 export type NginxFacts = { installed: false } | { installed: true; config: string | undefined; asRoot: boolean; test: NginxTest };
 
 export type Facts = {
   /** The web app's processes (web, or web-blue and web-green): never empty once the pm2 check passes. */
   web: [Pm2App, ...Pm2App[]];
+  /** PostgreSQL itself: through DATABASE_DIRECT_URL when it is set apart from DATABASE_URL. */
   database: DatabaseFacts;
+  pooler: PoolerFacts;
+  replicas: ReplicaFacts[];
   nginx: NginxFacts;
   disk: { dir: string; freeMb: number };
   limits: { minFreeMb: number; maxSkewMs: number };
 };
 
 export type Check = (facts: Facts) => Finding | Finding[];
-
-const ok = (id: string, detail: string): Finding => ({ id, ok: true, detail });
-const fail = (id: string, detail: string, fix: string): Finding => ({ id, ok: false, detail, fix });
-
-function envOf(p: Pm2App, name: string): string | undefined {
-  const value = p.pm2_env.env?.[name] ?? p.pm2_env[name];
-  if (typeof value !== 'string' && typeof value !== 'number') return undefined;
-  return String(value) || undefined;
-}
-
-/**
- * A value of web's environment read as the app reads it (config.ts), so the schema's default when
- * unset. An invalid value counts as unset: the app refuses to start on it, and instances-online says so.
- */
-function asConfig<S extends z.ZodType>(field: S, value: string | undefined): z.output<S> {
-  const parsed = field.safeParse(value);
-  return parsed.success ? parsed.data : field.parse(undefined);
-}
 
 // ---- checks, in the order they print ----
 
@@ -141,9 +142,12 @@ export function database({ database: db }: Facts): Finding {
   }
 }
 
-/** The budget of db/database.ts's checkPoolBudget, for the instances PM2 runs now, not only those configured. */
-export function poolBudget({ web, database: db }: Facts): Finding | Finding[] {
-  if (db.state !== 'reachable') return [];
+/**
+ * The budget of db/database.ts's checkPoolBudget, for the instances PM2 runs now, not only those
+ * configured. Behind PgBouncer the pools do not reach PostgreSQL: pgbouncer-budget counts instead.
+ */
+export function poolBudget({ web, database: db, pooler }: Facts): Finding | Finding[] {
+  if (db.state !== 'reachable' || pooler.state !== 'none') return [];
   const setting = (name: string) => db.settings.find((row) => row.name === name)?.setting;
   const [max, reserved] = [setting('max_connections'), setting('superuser_reserved_connections')];
   // PM2 may run more than WEB_INSTANCES after a `pm2 scale`; with 'max' it runs one per CPU, all in web
@@ -234,8 +238,16 @@ export const checks: Check[] = [
   trustedProxy,
   database,
   poolBudget,
+  pgbouncer,
+  pgbouncerBudget,
+  pgbouncerClients,
+  pgbouncerWaits,
+  sessionPooling,
+  sessionSettings,
+  pgbouncerOutage,
   migrations,
   clock,
+  replicaLag,
   nginxConfig,
   keepaliveOrder,
   logDisk,
@@ -271,12 +283,15 @@ async function collectDatabase(url: string | undefined): Promise<DatabaseFacts> 
   }
   try {
     const { rows: settings } = await client.query<PgSetting>(
-      `SELECT name, setting FROM pg_settings WHERE name IN ('max_connections', 'superuser_reserved_connections')`,
+      `SELECT name, setting FROM pg_settings WHERE name IN ('max_connections', 'superuser_reserved_connections', 'port')`,
     );
     const pending = await pendingMigrations(client);
+    const { rows: view } = await client.query<{ present: boolean }>(`SELECT to_regclass('live_instances') IS NOT NULL AS present`);
+    const liveInstances = view[0]?.present ? await liveCount(runOn(client)) : 0;
+    const { rows: server } = await client.query<{ address: string | null }>('SELECT host(inet_server_addr()) AS address');
     const samples: ClockSample[] = [];
     for (let i = 0; i < CLOCK_SAMPLES; i++) samples.push(await clockSample(client));
-    return { state: 'reachable', settings, pending, clock: samples };
+    return { state: 'reachable', settings, pending, clock: samples, liveInstances, address: server[0]?.address ?? null };
   } finally {
     await client.end().catch(() => undefined);
   }
@@ -318,6 +333,15 @@ function databaseUrlOf(web: Pm2App): string | undefined {
   return withLocalSecrets({ SECRETS_FILE: secrets, EMBEDDED_PG_PORT: envOf(web, 'EMBEDDED_PG_PORT') })['DATABASE_URL'];
 }
 
+/** PostgreSQL (straight, through DATABASE_DIRECT_URL when set apart), PgBouncer in front of it, and the replicas. */
+export async function collectDatabaseTier(web: Pm2App): Promise<Pick<Facts, 'database' | 'pooler' | 'replicas'>> {
+  const databaseUrl = databaseUrlOf(web);
+  const direct = directUrlOf(web, databaseUrl);
+  const [database, replicas] = await Promise.all([collectDatabase(direct.url), collectReplicas(readUrlsOf(web))]);
+  const postgres = database.state === 'reachable' ? { port: Number(database.settings.find((row) => row.name === 'port')?.setting), address: database.address } : undefined;
+  return { database, pooler: await collectPooler({ databaseUrl, direct, postgres }), replicas };
+}
+
 const isNonEmpty = <T>(list: T[]): list is [T, ...T[]] => list.length > 0;
 
 export async function diagnose(opts: { env: NodeJS.ProcessEnv; minFreeMb: number; maxSkewMs: number; nginxConfig?: string }): Promise<Finding[]> {
@@ -325,12 +349,9 @@ export async function diagnose(opts: { env: NodeJS.ProcessEnv; minFreeMb: number
   const web = pm2Facts.processes.filter(isWebApp);
   const problems = pm2(pm2Facts);
   if (problems.length > 0 || !isNonEmpty(web)) return problems;
-  const [db, nginx] = await Promise.all([
-    collectDatabase(databaseUrlOf(web[0])),
-    collectNginx(pm2Facts.processes, opts.nginxConfig),
-  ]);
+  const [tier, nginx] = await Promise.all([collectDatabaseTier(web[0]), collectNginx(pm2Facts.processes, opts.nginxConfig)]);
   const limits = { minFreeMb: opts.minFreeMb, maxSkewMs: opts.maxSkewMs };
-  return judge({ web, database: db, nginx, disk: collectDisk(pm2Facts.home), limits });
+  return judge({ web, ...tier, nginx, disk: collectDisk(pm2Facts.home), limits });
 }
 
 async function main(): Promise<void> {
@@ -349,12 +370,14 @@ async function main(): Promise<void> {
   }
   const findings = await diagnose({ env: process.env, minFreeMb, maxSkewMs, ...(values['nginx-config'] && { nginxConfig: values['nginx-config'] }) });
   for (const f of findings) {
-    process.stdout.write(`${f.ok ? 'ok  ' : 'FAIL'} ${f.id}: ${f.detail}\n`);
+    process.stdout.write(`${f.ok ? 'ok  ' : f.warning ? 'WARN' : 'FAIL'} ${f.id}: ${f.detail}\n`);
     if (f.fix) process.stdout.write(`     fix: ${f.fix}\n`);
   }
-  const problems = findings.filter((f) => !f.ok).length;
-  const noun = problems === 1 ? 'problem' : 'problems';
-  process.stdout.write(problems === 0 ? 'sitelog doctor: all checks pass\n' : `sitelog doctor: ${problems} ${noun}\n`);
+  const count = (n: number, noun: string) => `${n} ${noun}${n === 1 ? '' : 's'}`;
+  const problems = findings.filter((f) => !f.ok && !f.warning).length;
+  const warnings = findings.filter((f) => f.warning).length;
+  const also = warnings > 0 ? ` (${count(warnings, 'warning')})` : '';
+  process.stdout.write(problems === 0 ? `sitelog doctor: all checks pass${also}\n` : `sitelog doctor: ${count(problems, 'problem')}${also}\n`);
   process.exitCode = problems === 0 ? 0 : 1;
 }
 
