@@ -38,6 +38,7 @@ import {
   pgbouncerOutage,
   pgbouncerWaits,
   readUrlsOf,
+  replicaBudget,
   replicaLag,
   sessionPooling,
   sessionSettings,
@@ -273,6 +274,18 @@ describe('pgbouncer', () => {
       expect: [/^ok pgbouncer: .*\(sitelog → PostgreSQL db\.internal \/ 10\.0\.0\.5:5432\)$/],
     },
     {
+      when: 'PgBouncer runs on the database machine and names PostgreSQL 127.0.0.1, reached from an app host as 10.0.0.5',
+      then: 'it counts it: loopback is PgBouncer\'s own machine',
+      facts: tier(12, { console: { host: '10.0.0.5', port: 6432, database: 'pgbouncer' }, server: { hosts: ['10.0.0.5'], port: 5432 }, databases: sitelogDb({ host: '127.0.0.1' }) }),
+      expect: [/^ok pgbouncer: PgBouncer 10\.0\.0\.5:6432 answers \(sitelog → PostgreSQL 10\.0\.0\.5:5432\)$/],
+    },
+    {
+      when: 'PgBouncer on another machine names PostgreSQL 127.0.0.1',
+      then: 'it does not take that for the database machine',
+      facts: tier(12, { console: { host: '10.0.0.3', port: 6432, database: 'pgbouncer' }, server: { hosts: ['10.0.0.5'], port: 5432 }, databases: sitelogDb({ host: '127.0.0.1' }) }),
+      expect: [/^WARN pgbouncer: .* none of its databases leads to PostgreSQL 10\.0\.0\.5:5432/],
+    },
+    {
       when: "none of PgBouncer's databases leads to DATABASE_DIRECT_URL's server",
       then: 'it warns that the budget cannot be counted',
       facts: tier(12, { databases: sitelogDb({ port: 5433 }) }),
@@ -433,6 +446,28 @@ describe('pgbouncer-outage', () => {
   ]);
 });
 
+describe('replica-budget', () => {
+  const replica = { host: '10.0.0.6', port: 5432, database: 'sitelog' };
+  const sized = (max: number): ReplicaFacts => ({ replica, state: 'reachable', inRecovery: true, lagMs: 0, lagBytes: 0, connections: { max, reserved: 3 } });
+  table(replicaBudget, [
+    { when: 'no DATABASE_READ_URLS', then: 'it does not apply', facts: tier(12), expect: [] },
+    {
+      when: '12 instances of pool 4 read from a replica of 70',
+      then: 'it passes counting the lag connections',
+      facts: tier(12, {}, { DB_POOL_MAX: '4' }),
+      replicas: [sized(70)],
+      expect: [/^ok replica-budget: 12 live instances × \(DB_POOL_MAX 4 \+ 1 for the lag, .*\) \+ reserve 5 = 65 of 67 connections on replica 10\.0\.0\.6:5432\/sitelog/],
+    },
+    {
+      when: 'the same instances read from a replica sized like a primary of 40',
+      then: 'it fails giving the max_connections that fits',
+      facts: tier(12, {}, { DB_POOL_MAX: '4' }),
+      replicas: [sized(40)],
+      expect: [/^FAIL replica-budget: too many connections: .* = 65 of 37 connections .* \| fix: max_connections = 68 or more on the replica/],
+    },
+  ].map(({ replicas, ...row }) => ({ ...row, facts: replicas ? { ...row.facts, replicas } : row.facts })));
+});
+
 describe('replica-lag', () => {
   const replica = { host: '10.0.0.6', port: 5432, database: 'sitelog' };
   const lagging = (lagMs: number | null, lagBytes: number | null = 8192): ReplicaFacts => ({ replica, state: 'reachable', inRecovery: true, lagMs, lagBytes });
@@ -554,19 +589,20 @@ describe('log-disk', () => {
 describe('all checks', () => {
   const ids = (findings: Finding[]) => findings.map((f) => `${f.ok ? 'ok' : f.warning ? 'WARN' : 'FAIL'} ${f.id}`);
   test('when the stack is sound, then every check passes, in the order the doctor prints', () => {
-    assert.equal(checks.length, 21);
+    assert.equal(checks.length, 22);
     assert.deepEqual(ids(judge(facts())), [
       ...['cluster-mode', 'wait-ready', 'listen-timeout', 'kill-timeout', 'instances-online', 'trusted-proxy', 'database'],
       ...['pool-budget', 'migrations', 'clock', 'nginx-config', 'keepalive-order', 'log-disk'],
     ].map((id) => `ok ${id}`));
   });
   test('when PgBouncer and a replica are sound, then their checks pass too, in order', () => {
-    const replicas: ReplicaFacts[] = [{ replica: { host: '10.0.0.6', port: 5432, database: 'sitelog' }, state: 'reachable', inRecovery: true, lagMs: 0, lagBytes: 0 }];
+    const replica = { host: '10.0.0.6', port: 5432, database: 'sitelog' };
+    const replicas: ReplicaFacts[] = [{ replica, state: 'reachable', inRecovery: true, lagMs: 0, lagBytes: 0, connections: { max: 120, reserved: 3 } }];
     const sound = tier(12, { config: bouncerWith({ server_login_retry: '1', query_wait_timeout: '3' }) }, { DB_POOL_MAX: '8' });
     assert.deepEqual(ids(judge({ ...sound, replicas })), [
       ...['cluster-mode', 'wait-ready', 'listen-timeout', 'kill-timeout', 'instances-online', 'trusted-proxy', 'database'],
       ...['pgbouncer', 'pgbouncer-budget', 'pgbouncer-clients', 'pgbouncer-waits', 'session-pooling', 'session-settings', 'pgbouncer-outage'],
-      ...['migrations', 'clock', 'replica-lag', 'nginx-config', 'keepalive-order', 'log-disk'],
+      ...['migrations', 'clock', 'replica-budget', 'replica-lag', 'nginx-config', 'keepalive-order', 'log-disk'],
     ].map((id) => `ok ${id}`));
   });
   test('when PgBouncer does not answer, then only the pgbouncer check speaks for it', () => {

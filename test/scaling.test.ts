@@ -261,4 +261,15 @@ describe('past one database server: 3 hosts × 4 instances, PgBouncer, a streami
         `slowest 503 ${Math.max(0, ...answered503.map((s) => s.ms)).toFixed(0)} ms, first write acknowledged ${firstOk ? firstOk.at - back : '–'} ms after it was back\n`,
     );
   });
+
+  test('when npm run doctor runs on a host, then it sees the budget through PgBouncer, the pooling settings and the replica\'s lag, and finds them right', async () => {
+    await upAll();
+    const { out } = await hosts[0]!.doctor();
+    const line = (id: string) => out.split('\n').find((l) => l.includes(` ${id}: `)) ?? `(no ${id} line)`;
+    for (const id of ['pgbouncer', 'pgbouncer-budget', 'pgbouncer-clients', 'session-pooling', 'session-settings', 'pgbouncer-outage', 'replica-lag', 'replica-budget']) {
+      assert.match(line(id), /^ok {2}/, `${id}:\n${out}`);
+    }
+    assert.match(line('pgbouncer-budget'), new RegExp(`\\b${PGBOUNCER_SERVER_CONNECTIONS}\\b`), 'the budget names PgBouncer\'s server connections');
+    assert.doesNotMatch(out, new RegExp(PG_PASSWORD), 'no password in what it prints');
+  });
 });

@@ -23,6 +23,9 @@ import { Slots } from './slots.js';
 // database", and which servers that database reads from is its own business, not a parameter every
 // query function down from the routes would have to carry.
 
+/** Connections a process holds on each replica beside its pool: the one that reads the lag. */
+export const CONNECTIONS_BESIDE_READ_POOL = 1;
+
 /** A replica's health, as /metrics shows it. Lag is left out while it cannot be read. */
 export type ReplicaState = { replica: string; up: boolean; lagSeconds?: number; lagBytes?: number };
 

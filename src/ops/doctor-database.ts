@@ -2,6 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
 import { envFields } from '../config.js';
 import { clientFor, CONNECTION_RESERVE, CONNECTIONS_BESIDE_POOL, POOL_SESSION_SETTINGS } from '../db/database.js';
+import { CONNECTIONS_BESIDE_READ_POOL } from '../db/replicas.js';
 import { POOL_ACQUIRE_MS, REPLICA_MAX_LAG_MS } from '../timeouts.js';
 import { asConfig, envOf, fail, ok, warn, type Finding, type Pm2App } from './findings.js';
 import type { Facts, PgSetting } from './doctor.js';
@@ -77,7 +78,7 @@ export type PoolerFacts =
 
 export type ReplicaFacts = { replica: Endpoint } & (
   | { state: 'unreachable'; error: string }
-  | { state: 'reachable'; inRecovery: boolean; lagBytes: number | null; lagMs: number | null }
+  | { state: 'reachable'; inRecovery: boolean; lagBytes: number | null; lagMs: number | null; connections?: { max: number; reserved: number } }
 );
 
 export type Server = { hosts: string[]; port: number };
@@ -101,11 +102,15 @@ export const readUrlsOf = (web: Pm2App): readonly string[] => asConfig(envFields
 const configValue = (pooler: { config: BouncerConfigRow[] }, key: string) => pooler.config.find((row) => row.key === key);
 const LOOPBACK = new Set(['localhost', '127.0.0.1', '::1', '[::1]']);
 
-/** Whether PgBouncer's database row leads to `server` (a NULL host is a Unix socket: this machine). */
-function leadsTo(row: BouncerDatabaseRow, server: Server): boolean {
+/**
+ * Whether PgBouncer's database row leads to `server`. A loopback host (or NULL, a Unix socket) is
+ * PgBouncer's own machine: it leads there when PgBouncer runs where PostgreSQL does.
+ */
+function leadsTo(row: BouncerDatabaseRow, server: Server, bouncerHost: string): boolean {
   if (row.name === 'pgbouncer' && row.host === null) return false; // the admin console itself
   const local = (host: string | null) => host === null || LOOPBACK.has(host);
-  const sameHost = server.hosts.some((host) => host === row.host || (local(row.host) && local(host)));
+  const rowHosts = local(row.host) ? [bouncerHost] : [row.host];
+  const sameHost = server.hosts.some((host) => rowHosts.some((h) => h === host || (local(h) && local(host))));
   return sameHost && Number(row.port) === server.port;
 }
 
@@ -113,7 +118,7 @@ function leadsTo(row: BouncerDatabaseRow, server: Server): boolean {
 function serverSide(pooler: Extract<PoolerFacts, { state: 'reachable' }>) {
   const globalCap = Number(configValue(pooler, 'max_db_connections')?.value ?? 0);
   return pooler.databases
-    .filter((row) => leadsTo(row, pooler.server))
+    .filter((row) => leadsTo(row, pooler.server, pooler.console.host))
     .map((row) => {
       // each user gets a pool of its own; the ones that exist now are in SHOW POOLS
       const users = Math.max(1, pooler.pools.filter((p) => p.database === row.name).length);
@@ -251,6 +256,26 @@ export function pgbouncerOutage({ pooler }: Facts): Finding | Finding[] {
   return warn('pgbouncer-outage', problems.join('; '), `server_login_retry = 1 and query_wait_timeout = ${acquireS} (the app's pool acquire wait) in pgbouncer.ini`);
 }
 
+/**
+ * Each replica holds every live instance's read pool (DB_POOL_MAX, direct: no PgBouncer in front of
+ * a replica) and its lag connection. Only this host's DB_POOL_MAX is known here.
+ */
+export function replicaBudget({ web, database: db, replicas }: Facts): Finding[] {
+  if (db.state !== 'reachable') return [];
+  const poolMax = asConfig(envFields.DB_POOL_MAX, envOf(web[0], 'DB_POOL_MAX'));
+  const perInstance = poolMax + CONNECTIONS_BESIDE_READ_POOL;
+  const needed = db.liveInstances * perInstance + CONNECTION_RESERVE;
+  return replicas.flatMap((r) => {
+    if (r.state !== 'reachable' || !r.connections) return [];
+    const available = r.connections.max - r.connections.reserved;
+    const sum =
+      `${db.liveInstances} live instances × (DB_POOL_MAX ${poolMax} + ${CONNECTIONS_BESIDE_READ_POOL} for the lag, this host's taken for every host) + reserve ${CONNECTION_RESERVE} = ${needed} ` +
+      `of ${available} connections on replica ${shown(r.replica)} (max_connections ${r.connections.max} − superuser_reserved_connections ${r.connections.reserved})`;
+    if (needed <= available) return [ok('replica-budget', sum)];
+    return [fail('replica-budget', `too many connections: ${sum}`, `max_connections = ${needed + r.connections.reserved} or more on the replica (a replica needs at least its primary's), or a smaller DB_POOL_MAX`)];
+  });
+}
+
 export function replicaLag({ replicas }: Facts): Finding[] {
   return replicas.map((r) => {
     const name = shown(r.replica);
@@ -350,6 +375,8 @@ export async function collectPooler(opts: {
 
 const REPLICA_LAG = `
   SELECT pg_is_in_recovery() AS in_recovery,
+         current_setting('max_connections')::int AS max_connections,
+         current_setting('superuser_reserved_connections')::int AS reserved,
          pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::float8 AS lag_bytes,
          -- the replay timestamp stands still while the primary is idle: nothing left to replay is no lag
          CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
@@ -358,8 +385,10 @@ const REPLICA_LAG = `
 async function collectReplica(url: string): Promise<ReplicaFacts> {
   const replica = endpoint(url);
   try {
-    const row = await ask(url, async (client) => (await client.query<{ in_recovery: boolean; lag_bytes: number | null; lag_ms: number | null }>(REPLICA_LAG)).rows[0]!);
-    return { replica, state: 'reachable', inRecovery: row.in_recovery, lagBytes: row.lag_bytes, lagMs: row.lag_ms };
+    type Row = { in_recovery: boolean; lag_bytes: number | null; lag_ms: number | null; max_connections: number; reserved: number };
+    const row = await ask(url, async (client) => (await client.query<Row>(REPLICA_LAG)).rows[0]!);
+    const connections = { max: row.max_connections, reserved: row.reserved };
+    return { replica, state: 'reachable', inRecovery: row.in_recovery, lagBytes: row.lag_bytes, lagMs: row.lag_ms, connections };
   } catch (err) {
     return { replica, state: 'unreachable', error: message(err) };
   }

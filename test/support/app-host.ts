@@ -35,6 +35,22 @@ export class AppHost {
     });
   }
 
+  /** `npm run doctor` on this host (its PM2, inside its namespace): exit code and what it printed. */
+  doctor() {
+    return new Promise<{ code: number | null; out: string }>((resolve, reject) => {
+      const child = spawn('ip', ['netns', 'exec', this.host.netns, process.execPath, path.join(ROOT, 'dist', 'ops', 'doctor.js')], {
+        cwd: ROOT,
+        env: { PATH: process.env['PATH'], HOME: this.dir, PM2_HOME: path.join(this.dir, 'pm2') },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+      child.on('error', reject);
+      child.on('exit', (code) => resolve({ code, out }));
+    });
+  }
+
   get url(): string {
     return `http://${this.host.address}:${APP_PORT}`;
   }
