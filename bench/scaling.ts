@@ -1,56 +1,61 @@
-import { APP_PORT, AppHost, ProxyHost } from '../test/support/app-host.js';
-import { PG_PASSWORD, sampleConnections, startPgBouncer, startPrimary, startReplica, type PgBouncer, type PgServer } from '../test/support/cluster.js';
+import { hostOnLan, ProxyHost } from '../test/support/app-host.js';
+import { sampleConnections, startPgBouncerFor, startPrimary, startReplica, type PgBouncer, type PgServer } from '../test/support/cluster.js';
 import { Lan } from '../test/support/netns.js';
-import { ADMIN_PASSWORD, API_TOKEN } from '../test/support/stack.js';
 import { percentile, startTraffic } from '../test/support/traffic.js';
 
-// `node --import tsx bench/scaling.ts` (as root, after `npm run build`): the seed incident's load
+// `npm run bench:scaling` (as root: network namespaces): the seed incident's load
 // (200 clients of test/support/traffic.ts through nginx) on each step of docs/scaling.md, against one
 // PostgreSQL 15 whose max_connections is 40, on a LAN of network namespaces as test/scaling.test.ts:
-//   1. one host × 4 instances, pools straight to PostgreSQL;
+//   1. one host × 4 instances, pools straight to PostgreSQL (and, to price PgBouncer, the same with
+//      unnamed statements, then through PgBouncer);
 //   2. three hosts × 4, straight to PostgreSQL (DB_POOL_MAX lowered until 12 × (pool + 1) fits);
 //   3. three hosts × 4 through PgBouncer (transaction mode, 20 server connections);
 //   4. the same, lists read on a streaming replica.
-// Prints one markdown table. SCALING_SECONDS (15) and SCALING_CLIENTS (200) change the load.
+// Prints one markdown table. SCALING_SECONDS (15) and SCALING_CLIENTS (200) change the load; each
+// step first runs it 5 s uncounted.
 
 const SECONDS = Number(process.env['SCALING_SECONDS'] ?? 15);
 const CLIENTS = Number(process.env['SCALING_CLIENTS'] ?? 200);
+const WARMUP_SECONDS = 5;
 const MAX_CONNECTIONS = 40;
 const INSTANCES = 4;
 const PGBOUNCER_SERVER_CONNECTIONS = 20;
 
-type Step = { name: string; hosts: number; poolMax: number; pgbouncer: boolean; replica: boolean };
+type Step = { name: string; hosts: number; poolMax: number; pgbouncer: boolean; replica: boolean; unnamed?: boolean };
 const STEPS: Step[] = [
   // direct, each step's pool is the largest the budget lets in: 4 × (7 + 1) + 5 reserve ≤ 40 − 3
   { name: 'one host, direct', hosts: 1, poolMax: 7, pgbouncer: false, replica: false },
-  // 12 × (2 + 1) = 36 (3 would need 48)
+  // what PgBouncer costs, in two parts: unnamed statements on the same direct connections (a
+  // DATABASE_DIRECT_URL spelled apart from DATABASE_URL turns pooled mode on), then the hop (below)
+  { name: 'one host, direct, unnamed statements', hosts: 1, poolMax: 7, pgbouncer: false, replica: false, unnamed: true },
+  // 12 × (2 + 1) = 36 (3 would need 48). Before any PgBouncer step: PgBouncer keeps its server
+  // connections open after a step, and the test's superuser role could take the last slots
   { name: 'three hosts, direct', hosts: 3, poolMax: 2, pgbouncer: false, replica: false },
-  // behind PgBouncer a pool is cheap client connections; the replica takes 12 × (4 + 1) direct ones
-  { name: 'three hosts, PgBouncer', hosts: 3, poolMax: 4, pgbouncer: true, replica: false },
-  { name: 'three hosts, PgBouncer + replica', hosts: 3, poolMax: 4, pgbouncer: true, replica: true },
+  { name: 'one host, PgBouncer', hosts: 1, poolMax: 7, pgbouncer: true, replica: false },
+  // behind PgBouncer a pool is cheap client connections (the default 10); the replica takes
+  // 12 × (10 + 1) direct ones
+  { name: 'three hosts, PgBouncer', hosts: 3, poolMax: 10, pgbouncer: true, replica: false },
+  { name: 'three hosts, PgBouncer + replica', hosts: 3, poolMax: 10, pgbouncer: true, replica: true },
 ];
 
 async function runStep(step: Step, lan: Lan, primary: PgServer, replica: PgServer, bouncer: PgBouncer) {
   const proxyHost = lan.host('proxy');
   const hosts = ['app-a', 'app-b', 'app-c'].slice(0, step.hosts).map(
     (name) =>
-      new AppHost(lan.host(name), {
+      hostOnLan(lan, name, {
         DATABASE_URL: step.pgbouncer ? bouncer.url('sitelog', { host: lan.gateway }) : primary.url('sitelog', { host: lan.gateway }),
         ...(step.pgbouncer && { DATABASE_DIRECT_URL: primary.url('sitelog', { host: lan.gateway }) }),
+        ...(step.unnamed && { DATABASE_DIRECT_URL: `${primary.url('sitelog', { host: lan.gateway })}?sslmode=disable` }),
         ...(step.replica && { DATABASE_READ_URLS: replica.url('sitelog', { host: lan.gateway }) }),
         DB_POOL_MAX: String(step.poolMax),
-        API_TOKEN,
-        ADMIN_PASSWORD,
-        SITELOG_HOST: name,
         WEB_INSTANCES: String(INSTANCES),
-        PORT: String(APP_PORT),
-        BIND_ADDRESS: lan.host(name).address,
-        TRUST_PROXY: proxyHost.address,
       }),
   );
   const proxy = new ProxyHost(proxyHost, hosts);
   try {
     await Promise.all(hosts.map((h) => h.start({ timeoutMs: 90_000 })));
+    // warm-up, not counted: the JIT, PostgreSQL's caches, the pools
+    await startTraffic(proxy.url, { connections: CLIENTS, maxMs: WARMUP_SECONDS * 1000 }).done;
     const sampler = sampleConnections({ primary, replica, bouncer });
     const { samples } = await startTraffic(proxy.url, { connections: CLIENTS, maxMs: SECONDS * 1000 }).done;
     const peak = await sampler.stop();
@@ -73,31 +78,26 @@ async function main(): Promise<void> {
   let bouncer: PgBouncer | undefined;
   try {
     primary = await startPrimary({ address: lan.gateway, subnet: lan.subnet, maxConnections: MAX_CONNECTIONS });
-    replica = await startReplica(primary, { address: lan.gateway, subnet: lan.subnet, maxConnections: 70 });
-    bouncer = await startPgBouncer({
-      listen: lan.gateway,
-      databases: [{ name: 'sitelog', host: '127.0.0.1', port: primary.port, dbname: 'sitelog' }],
-      poolMode: 'transaction',
-      defaultPoolSize: PGBOUNCER_SERVER_CONNECTIONS,
-      maxDbConnections: PGBOUNCER_SERVER_CONNECTIONS,
-      users: [{ name: 'postgres', password: PG_PASSWORD }],
-    });
+    replica = await startReplica(primary, { address: lan.gateway, subnet: lan.subnet, maxConnections: 140 });
+    bouncer = await startPgBouncerFor(primary, lan.gateway, PGBOUNCER_SERVER_CONNECTIONS);
     const rows: string[] = [];
+    let baseline: number | undefined;
     for (const step of STEPS) {
       process.stderr.write(`scaling: ${step.name}…\n`);
       const r = await runStep(step, lan, primary, replica, bouncer);
+      baseline ??= r.rps;
       const connections = step.pgbouncer ? `${r.peak.total} (${r.peak.pgbouncer} PgBouncer + ${r.peak.direct} direct)` : `${r.peak.total}`;
       rows.push(
         `| ${step.name} | ${step.hosts} × ${INSTANCES} | ${step.poolMax} | ${connections} | ${step.replica ? r.peak.replica : '–'} | ` +
-          `${r.rps.toFixed(0)} | ${r.p50.toFixed(0)} ms | ${r.p99.toFixed(0)} ms | ${r.failed} |`,
+          `${r.rps.toFixed(0)} | ${(r.rps / baseline).toFixed(2)} | ${r.p50.toFixed(0)} ms | ${r.p99.toFixed(0)} ms | ${r.failed} |`,
       );
     }
     process.stdout.write(
       [
         `${CLIENTS} clients × ${SECONDS} s through nginx, PostgreSQL max_connections ${MAX_CONNECTIONS}, ${new Date().toISOString().slice(0, 10)}`,
         '',
-        '| step | hosts × instances | DB_POOL_MAX | primary connections (peak) | replica connections (peak) | req/s | p50 | p99 | failed |',
-        '|---|---|---|---|---|---|---|---|---|',
+        '| step | hosts × instances | DB_POOL_MAX | primary connections (peak) | replica connections (peak) | req/s | ÷ first step | p50 | p99 | failed |',
+        '|---|---|---|---|---|---|---|---|---|---|',
         ...rows,
         '',
       ].join('\n'),

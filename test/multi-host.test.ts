@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { APP_PORT, AppHost, ProxyHost } from './support/app-host.js';
+import { AppHost, hostOnLan, ProxyHost } from './support/app-host.js';
 import { Lan } from './support/netns.js';
 import { startPostgres, type TestPostgres } from './support/postgres.js';
-import { ADMIN_PASSWORD, API_TOKEN } from './support/stack.js';
+import { API_TOKEN } from './support/stack.js';
 import { startTraffic } from './support/traffic.js';
 import { waitFor } from './support/wait.js';
 
@@ -36,15 +36,9 @@ describe('several hosts behind one nginx', { timeout: 240_000 }, () => {
     const proxyHost = lan.host('proxy');
     hosts = ['app-a', 'app-b'].map(
       (name) =>
-        new AppHost(lan.host(name), {
+        hostOnLan(lan, name, {
           DATABASE_URL: databaseUrl,
-          API_TOKEN,
-          ADMIN_PASSWORD,
-          SITELOG_HOST: name,
           WEB_INSTANCES: '2',
-          PORT: String(APP_PORT),
-          BIND_ADDRESS: lan.host(name).address,
-          TRUST_PROXY: proxyHost.address,
           // debug: each 503 an instance answers is logged with its cause, shown when the test fails
           LOG_LEVEL: 'debug',
         }),

@@ -3,10 +3,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ROOT } from '../src/ops/pm2.js';
-import { APP_PORT, AppHost, ProxyHost } from './support/app-host.js';
-import { PG_PASSWORD, sampleConnections, startPgBouncer, startPrimary, startReplica, type PgBouncer, type PgServer } from './support/cluster.js';
+import { AppHost, hostOnLan, ProxyHost } from './support/app-host.js';
+import { PG_PASSWORD, sampleConnections, startPgBouncerFor, startPrimary, startReplica, type PgBouncer, type PgServer } from './support/cluster.js';
 import { Lan } from './support/netns.js';
-import { authHeaders, ADMIN_PASSWORD, API_TOKEN } from './support/stack.js';
+import { authHeaders } from './support/stack.js';
 import { percentile, startTraffic, type Ack, type Sample } from './support/traffic.js';
 import { waitFor } from './support/wait.js';
 
@@ -19,12 +19,13 @@ import { waitFor } from './support/wait.js';
 const HOSTS = ['app-a', 'app-b', 'app-c'];
 const INSTANCES = 4;
 /**
- * Behind PgBouncer a pool is client connections, cheap: 4 gives each instance 3 write slots, so
- * under the seed load writes queue in PgBouncer (query_wait_timeout 3 s) more than for the app's
- * write slot (WRITE_SLOT_WAIT_MS 1.5 s), which at 3 answered a few 503s on a busy machine.
+ * The default pool: behind PgBouncer a pool is client connections, cheap, and the server side stays
+ * at PgBouncer's 20. Smaller pools make writes wait for the app's write slots (WRITE_SLOT_WAIT_MS
+ * 1.5 s) on a busy machine: at 4, one run of bench/scaling.ts answered 1 write of 9,062 with a 503.
  */
-const DB_POOL_MAX = 4;
+const DB_POOL_MAX = 10;
 const MAX_CONNECTIONS = 40;
+const REPLICA_MAX_CONNECTIONS = HOSTS.length * INSTANCES * (DB_POOL_MAX + 1) + 5 + 3;
 /** The primary's budget: 40 − 3 superuser_reserved − 12 liveness (one per instance) − 5 reserve. */
 const PGBOUNCER_SERVER_CONNECTIONS = MAX_CONNECTIONS - 3 - HOSTS.length * INSTANCES - 5;
 /** After PgBouncer is back, how long 503s remain the promised answer (the app's gate probes, PgBouncer's login retry is 1 s). */
@@ -89,31 +90,18 @@ describe('past one database server: 3 hosts × 4 instances, PgBouncer, a streami
   before(async () => {
     lan = await Lan.create([...HOSTS, 'proxy']);
     primary = await startPrimary({ address: lan.gateway, subnet: lan.subnet, maxConnections: MAX_CONNECTIONS });
-    // the replica's connections are direct ones: 12 instances × (DB_POOL_MAX + 1 for the lag), and room beside them
-    replica = await startReplica(primary, { address: lan.gateway, subnet: lan.subnet, maxConnections: 70 });
-    bouncer = await startPgBouncer({
-      listen: lan.gateway,
-      databases: [{ name: 'sitelog', host: '127.0.0.1', port: primary.port, dbname: 'sitelog' }],
-      poolMode: 'transaction',
-      defaultPoolSize: PGBOUNCER_SERVER_CONNECTIONS,
-      maxDbConnections: PGBOUNCER_SERVER_CONNECTIONS,
-      users: [{ name: 'postgres', password: PG_PASSWORD }],
-    });
+    // the replica's connections are direct ones: 12 instances × (DB_POOL_MAX + 1 for the lag) + 5 spare
+    replica = await startReplica(primary, { address: lan.gateway, subnet: lan.subnet, maxConnections: REPLICA_MAX_CONNECTIONS });
+    bouncer = await startPgBouncerFor(primary, lan.gateway, PGBOUNCER_SERVER_CONNECTIONS);
     const proxyHost = lan.host('proxy');
     hosts = HOSTS.map(
       (name) =>
-        new AppHost(lan.host(name), {
+        hostOnLan(lan, name, {
           DATABASE_URL: bouncer.url('sitelog', { host: lan.gateway }),
           DATABASE_DIRECT_URL: primary.url('sitelog', { host: lan.gateway }),
           DATABASE_READ_URLS: replica.url('sitelog', { host: lan.gateway }),
           DB_POOL_MAX: String(DB_POOL_MAX),
-          API_TOKEN,
-          ADMIN_PASSWORD,
-          SITELOG_HOST: name,
           WEB_INSTANCES: String(INSTANCES),
-          PORT: String(APP_PORT),
-          BIND_ADDRESS: lan.host(name).address,
-          TRUST_PROXY: proxyHost.address,
           // debug: each 503 an instance answers is logged with its cause, shown when the test fails
           LOG_LEVEL: 'debug',
         }),

@@ -4,12 +4,30 @@ import os from 'node:os';
 import path from 'node:path';
 import { findNginx, renderStandalone } from '../../src/ops/nginx.js';
 import { ROOT } from '../../src/ops/pm2.js';
-import type { Host } from './netns.js';
+import type { Host, Lan } from './netns.js';
+import { ADMIN_PASSWORD, API_TOKEN } from './stack.js';
 import { waitFor } from './wait.js';
 
 /** The port every host's `web` instances share: each host is a namespace of its own, so no two meet. */
 export const APP_PORT = 3000;
 const PM2 = path.join(ROOT, 'node_modules', 'pm2', 'bin', 'pm2');
+
+/**
+ * App host `name` of `lan`, in production behind the LAN's `proxy` host: its instances listen on its
+ * own address and believe only the proxy's forwarding headers. `env` adds the database and the sizes.
+ */
+export function hostOnLan(lan: Lan, name: string, env: NodeJS.ProcessEnv): AppHost {
+  const host = lan.host(name);
+  return new AppHost(host, {
+    API_TOKEN,
+    ADMIN_PASSWORD,
+    SITELOG_HOST: name,
+    PORT: String(APP_PORT),
+    BIND_ADDRESS: host.address,
+    TRUST_PROXY: lan.host('proxy').address,
+    ...env,
+  });
+}
 
 /** One app host: a PM2 daemon of its own, started inside the host's namespace, `--env production`. */
 export class AppHost {

@@ -359,6 +359,21 @@ export async function startPgBouncer(opts: PgBouncerOpts): Promise<PgBouncer> {
   return bouncer;
 }
 
+/**
+ * PgBouncer beside `primary` (on the database machine, reaching it on 127.0.0.1), listening on
+ * `listen`, in transaction mode for database `sitelog`, at most `serverConnections` to PostgreSQL.
+ */
+export function startPgBouncerFor(primary: PgServer, listen: string, serverConnections: number): Promise<PgBouncer> {
+  return startPgBouncer({
+    listen,
+    databases: [{ name: 'sitelog', host: '127.0.0.1', port: primary.port, dbname: 'sitelog' }],
+    poolMode: 'transaction',
+    defaultPoolSize: serverConnections,
+    maxDbConnections: serverConnections,
+    users: [{ name: 'postgres', password: PG_PASSWORD }],
+  });
+}
+
 export type ConnectionPeaks = {
   /** Client connections on the primary (the sampler's own not counted). */
   total: number;
@@ -412,6 +427,8 @@ export function sampleConnections(servers: { primary: PgServer; replica?: PgServ
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
   })();
+  // a failure shows at stop(), not as an unhandled rejection that ends the process before it
+  sampling.catch(() => undefined);
   return {
     async stop(): Promise<ConnectionPeaks> {
       stopped = true;
