@@ -68,7 +68,7 @@ export async function startWebProcess(config: Config, logger: Logger, shutdown: 
   logger.debug(budget, 'pool budget fits');
 
   await migrate(config.DATABASE_DIRECT_URL, liveness, logger);
-  if (config.DATABASE_POOLED) await setPooledDefaults(liveness, logger);
+  if (config.DATABASE_POOLED) await setPooledDefaults(liveness, { pooled: config.DATABASE_URL, direct: config.DATABASE_DIRECT_URL }, logger);
   // stopped after the HTTP drain (shutdown steps run newest first): reads in flight finish on them
   const replicas = startReplicas(sequelize, config, logger);
   shutdown.add('read replicas', () => replicas.stop());
@@ -107,7 +107,7 @@ export async function startWebProcess(config: Config, logger: Logger, shutdown: 
   server.requestTimeout = 30_000;
   // its first run comes well after the process is ready; stopped after the HTTP drain (steps run
   // newest first), so a batch in progress never holds the drain up
-  const retention = startRetention(sequelize, config, logger);
+  const retention = startRetention(sequelize, () => presence.session(), config, logger);
   shutdown.add('log retention', () => retention?.stop());
   shutdown.add('http server', () => drain(server));
   server.listen(config.PORT, config.BIND_ADDRESS);

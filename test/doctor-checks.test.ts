@@ -406,7 +406,7 @@ describe('session-settings', () => {
       facts: facts({ pooler: zero(['statement_timeout', 'lock_timeout']) }),
       expect: [
         new RegExp(
-          `^FAIL session-settings: through PgBouncer statement_timeout, lock_timeout are 0 \\(no limit\\): .* \\| fix: the instances set them at their start behind PgBouncer \\(reload web\\), or: ALTER ROLE "sitelog" IN DATABASE "sitelog" SET statement_timeout = '${STATEMENT_TIMEOUT_MS}ms'; ALTER ROLE "sitelog" IN DATABASE "sitelog" SET lock_timeout = '${LOCK_WAIT_MS}ms'; then RECONNECT`,
+          `^FAIL session-settings: through PgBouncer statement_timeout, lock_timeout are 0 \\(no limit\\): .* \\| fix: the instances set them at their start behind PgBouncer \\(reload web\\), or: ALTER ROLE "sitelog" IN DATABASE "sitelog" SET statement_timeout = ${STATEMENT_TIMEOUT_MS}; ALTER ROLE "sitelog" IN DATABASE "sitelog" SET lock_timeout = ${LOCK_WAIT_MS}; then RECONNECT`,
         ),
       ],
     },

@@ -212,13 +212,14 @@ describe('log retention', { timeout: 300_000 }, () => {
     await insertAged('retention', { tag: 'interrupted', stypes: ['app'], count: inserted, ageDays: DAYS + 40 });
     await removalUnderWay('retention', 'interrupted', inserted);
     const runner = await waitFor('the process holding the retention lock', async () => {
-      const [holder] = await postgres.query<{ app: string }>(
+      // held on the process's liveness connection, whose backend its row in `instances` names
+      const [holder] = await postgres.query<{ instance: number }>(
         'retention',
-        `SELECT a.application_name AS app FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+        `SELECT i.instance FROM pg_locks l JOIN instances i ON i.backend_pid = l.pid
          WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.classid = $1 AND l.objid = $2`,
         [Number(BigInt(LOCK_RETENTION) >> 32n), Number(BigInt(LOCK_RETENTION) & 0xffff_ffffn)],
       );
-      return holder && (await stack.web()).get(Number(holder.app.replace('sitelog-web-', '')));
+      return holder && (await stack.web()).get(holder.instance);
     });
     // what PM2 sends a process it stops or reloads (kill_signal); then it starts it again
     process.kill(runner.pid, 'SIGINT');

@@ -25,14 +25,9 @@ export function sessionOptions(settings: Readonly<Record<string, number>>): stri
 }
 
 /**
- * What a session connection (liveness, migrations' lock) runs under: no timeouts, whatever this
- * role's defaults say (db/pooler.ts sets some for the pooled connections). It waits on advisory
- * locks other instances hold for as long as they hold them: an instance reloading holds its
- * liveness lock until it exits, a migration the migrations lock until it is done.
- */
-/**
- * What every pooled connection runs under: startup parameters, so no round trip per request.
- * Migrations do not run on this pool (db/sequelize.ts createMigrationSequelize).
+ * What every pooled connection runs under: startup parameters, so no round trip per request (behind
+ * PgBouncer, this role's defaults in this database instead: db/pooler.ts). Migrations do not run on
+ * this pool (db/sequelize.ts createMigrationSequelize).
  */
 export const POOL_SESSION_SETTINGS = {
   statement_timeout: STATEMENT_TIMEOUT_MS,
@@ -40,6 +35,12 @@ export const POOL_SESSION_SETTINGS = {
   idle_in_transaction_session_timeout: IDLE_IN_TRANSACTION_MS,
 } as const;
 
+/**
+ * What a session connection (liveness, migrations' lock) runs under: no timeouts, whatever this
+ * role's defaults say (startup parameters override them). It waits on advisory locks other instances
+ * hold for as long as they hold them: an instance reloading holds its liveness lock until it exits,
+ * a migration the migrations lock until it is done.
+ */
 export const SESSION_SETTINGS = { statement_timeout: 0, lock_timeout: 0, idle_in_transaction_session_timeout: 0 } as const;
 
 /**

@@ -2,8 +2,7 @@ import net from 'node:net';
 import path from 'node:path';
 import type pg from 'pg';
 import { ConnectionAcquireTimeoutError, type Sequelize } from 'sequelize';
-import { DB_CONNECT_TIMEOUT_MS, WRITE_SLOT_WAIT_MS } from '../timeouts.js';
-import { clientFor, POOL_SESSION_SETTINGS } from './database.js';
+import { WRITE_SLOT_WAIT_MS } from '../timeouts.js';
 import { Slots } from './slots.js';
 
 /**
@@ -33,12 +32,12 @@ export function runOn(client: pg.Client, named = true): Run {
     (await client.query<R>(named && statement.name ? { name: statement.name, text: statement.text, values } : { text: statement.text, values })).rows;
 }
 
-/** The pools behind PgBouncer in transaction mode, with PostgreSQL's own URL (DATABASE_DIRECT_URL). */
-const behindPooler = new WeakMap<Sequelize, string>();
+/** The pools behind PgBouncer in transaction mode. */
+const behindPooler = new WeakSet<Sequelize>();
 
-/** Statements on this Sequelize's pool go unnamed; what needs a session goes to `directUrl`. */
-export function sendUnnamed(sequelize: Sequelize, directUrl: string): void {
-  behindPooler.set(sequelize, directUrl);
+/** Statements on this Sequelize's pool go unnamed (what needs a session goes to DATABASE_DIRECT_URL, not this pool). */
+export function sendUnnamed(sequelize: Sequelize): void {
+  behindPooler.add(sequelize);
 }
 
 /** A request's work stopped before its next statement, because its client went away or its deadline passed. */
@@ -98,24 +97,6 @@ export async function onLent<T>(
     // the cancel lands (or the connection is condemned) before the connection serves another request
     await cancelling;
     release(reusable);
-  }
-}
-
-/**
- * `work` that needs a session of its own, such as a session advisory lock held across statements.
- * On a pooled connection when the pool is PostgreSQL's; behind PgBouncer on a connection of its own
- * to PostgreSQL, opened for the work and closed after it (which ends its session and its locks),
- * under the pool's timeouts.
- */
-export async function withSessionConnection<T>(sequelize: Sequelize, applicationName: string, work: (run: Run) => Promise<T>): Promise<T> {
-  const directUrl = behindPooler.get(sequelize);
-  if (directUrl === undefined) return withConnection(sequelize, work);
-  const client = clientFor(directUrl, undefined, applicationName, DB_CONNECT_TIMEOUT_MS, POOL_SESSION_SETTINGS);
-  try {
-    await client.connect();
-    return await work(runOn(client));
-  } finally {
-    await client.end().catch(() => undefined);
   }
 }
 

@@ -74,7 +74,10 @@ export async function migrate(directUrl: string, lockClient: pg.Client, logger: 
     const applied = await createMigrator(sequelize, logger).up();
     return applied.map((m) => path.basename(m.name));
   } finally {
-    await sequelize.close();
-    await lockClient.query('SELECT pg_advisory_unlock($1)', [LOCK_MIGRATIONS]);
+    try {
+      await lockClient.query('SELECT pg_advisory_unlock($1)', [LOCK_MIGRATIONS]);
+    } finally {
+      await sequelize.close();
+    }
   }
 }

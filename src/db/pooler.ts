@@ -28,8 +28,19 @@ async function missingDefaults(client: pg.Client): Promise<string[]> {
  * of one role fail with "tuple concurrently updated". Server connections PgBouncer opened before
  * keep their old values until it replaces them (server_lifetime).
  */
-export async function setPooledDefaults(client: pg.Client, logger: Logger): Promise<void> {
+export async function setPooledDefaults(client: pg.Client, urls: { pooled: string; direct: string }, logger: Logger): Promise<void> {
   if ((await missingDefaults(client)).length === 0) return;
+  // ALTER ROLE CURRENT_USER reaches the pool only when both URLs log in as one role (PgBouncer's
+  // force_user aside, which npm run doctor sees). Read from the URLs, not asked through the pool: a
+  // server connection PgBouncer opened now would keep no timeouts for its whole life.
+  const [poolRole, directRole] = [urls.pooled, urls.direct].map((url) => decodeURIComponent(new URL(url).username));
+  if (poolRole !== directRole) {
+    logger.warn(
+      { poolRole, directRole },
+      `behind PgBouncer the pool logs in as ${poolRole}, the direct URL as ${directRole}: set ${wanted.join(', ')} for ${poolRole} in this database yourself (npm run doctor gives the ALTER ROLE lines)`,
+    );
+    return;
+  }
   await client.query('BEGIN');
   try {
     await client.query('SELECT pg_advisory_xact_lock($1)', [LOCK_ROLE_DEFAULTS]);

@@ -83,13 +83,18 @@ const SOCKET_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT'
 // A standby cancels a query that conflicts with the WAL it replays (40001; 40P01 for a buffer pin
 // deadlock): the replica is fine, this read is better served by the primary.
 const RECOVERY_CONFLICT_CODES = new Set(['40001', '40P01']);
+// What the replica has not replayed yet, or is not: a table, column or function a migration just
+// made on the primary (42P01, 42703, 42883), a statement that writes (25006, read-only). The same
+// read on the primary succeeds.
+const BEHIND_CODES = new Set(['42P01', '42703', '42883', '25006']);
 // node-postgres reports a dropped connection, or a query unanswered past its query_timeout, without a code.
 const DROPPED_TEXT = /terminated|not queryable|connection error|timeout expired|Query read timeout|ECONNREFUSED/i;
 
 /**
  * What a read's failure on a replica says: `down` (the replica is unreachable or went away: mark it
  * down and read from the primary), `elsewhere` (this read only: read it from the primary: a
- * conflict with recovery, or no pooled connection free in time), or
+ * conflict with recovery, what a migration made not replayed yet, or no pooled connection free in
+ * time), or
  * undefined (the read's own failure, such as 22P02 or its statement timeout 57014, or the request
  * abandoned: the primary would fail it the same way, so it fails).
  */
@@ -100,7 +105,7 @@ export function replicaFailure(err: unknown): 'down' | 'elsewhere' | undefined {
   const { code, severity, message } = err as { code?: unknown; severity?: unknown; message?: unknown };
   if (typeof code === 'string') {
     if (GONE_CODES.has(code) || SOCKET_CODES.has(code) || code.startsWith('08')) return 'down';
-    if (RECOVERY_CONFLICT_CODES.has(code)) return 'elsewhere';
+    if (RECOVERY_CONFLICT_CODES.has(code) || BEHIND_CODES.has(code)) return 'elsewhere';
   }
   // FATAL ends the session, whatever its code
   if (severity === 'FATAL' || severity === 'PANIC') return 'down';
@@ -108,7 +113,8 @@ export function replicaFailure(err: unknown): 'down' | 'elsewhere' | undefined {
   return undefined;
 }
 
-const LAG: Statement = {
+/** What a replica says of its replay (the lag rule's facts; npm run doctor asks the same). */
+export const LAG: Statement = {
   name: 'sitelog-replica-lag',
   text: `SELECT pg_is_in_recovery() AS recovery,
            EXISTS (SELECT 1 FROM pg_stat_wal_receiver) AS streaming,

@@ -34,7 +34,7 @@ export function createSequelize(config: Config): Sequelize {
       ...(config.DATABASE_POOLED ? { clientMinMessages: 'ignore' } : POOL_SESSION_SETTINGS),
     },
   });
-  if (config.DATABASE_POOLED) sendUnnamed(sequelize, config.DATABASE_DIRECT_URL);
+  if (config.DATABASE_POOLED) sendUnnamed(sequelize);
   return sequelize;
 }
 

@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connectWithRetry } from '../db/database.js';
-import { runOn } from '../db/lean.js';
+import { runOn, type Run } from '../db/lean.js';
 import type { Logger } from '../logger.js';
 import { heartbeat, leave, register, retakeLiveness, type Announcement, type Identity } from './queries.js';
 
@@ -31,6 +31,14 @@ export class Presence {
     if (serverStarted) this.logger.info({ event: 'server_started', startId }, 'server started');
     this.logger.info({ event: `instance_${event}`, startId }, `instance ${this.id.instance} ${event} (pid ${this.id.pid})`);
     return announcement;
+  }
+
+  /**
+   * A runner on the liveness connection, for another session lock that must go when this process
+   * does (the log retention's); undefined while it reconnects or after close.
+   */
+  session(): Run | undefined {
+    return this.client && !this.reconnecting && !this.closed ? runOn(this.client) : undefined;
   }
 
   startHeartbeat(everyMs = 5_000): void {

@@ -197,28 +197,23 @@ export async function securityOverview(run: Run, entries: ThrottleEntries & { ho
 }
 
 // Log retention (src/logs/retention.ts): one process at a time, under a session advisory lock held
-// on the connection that runs the batches, so PostgreSQL drops it if that process or connection dies.
+// on its liveness connection, so PostgreSQL drops it if that process or connection dies.
 
 const TRY_RETENTION_LOCK: Statement = { name: 'sitelog-logs-retention-try-lock', text: `SELECT pg_try_advisory_lock(${LOCK_RETENTION}) AS locked` };
 const RETENTION_UNLOCK: Statement = { name: 'sitelog-logs-retention-unlock', text: `SELECT pg_advisory_unlock(${LOCK_RETENTION}) AS unlocked` };
 
-/** Whether this connection now holds the retention lock; false when another process holds it. */
-export async function tryRetentionLock(run: Run): Promise<boolean> {
-  const [row] = await run<{ locked: boolean }>(TRY_RETENTION_LOCK, []);
+/** Whether this session now holds the retention lock; false when another process holds it. */
+export async function tryRetentionLock(session: Run): Promise<boolean> {
+  const [row] = await session(TRY_RETENTION_LOCK, []);
   return row?.locked === true;
 }
 
 /**
- * Releases the retention lock. When PostgreSQL says it was not held, or the unlock fails, the error
- * thrown is not PostgreSQL's: withConnection then has the pool destroy the connection (which ends its
- * session, and the lock with it) instead of lending it out still locked. Advisory locks are
- * re-entrant, so a connection kept with the lock would never let it go.
+ * Releases the retention lock. When the session broke meanwhile the lock went with it, and the
+ * liveness connection is being replaced: nothing to release.
  */
-export async function releaseRetentionLock(run: Run): Promise<void> {
-  const rows = await run<{ unlocked: boolean }>(RETENTION_UNLOCK, []).catch((err: unknown) => {
-    throw new Error('retention: the lock could not be released; the connection is dropped', { cause: err });
-  });
-  if (rows[0]?.unlocked !== true) throw new Error('retention: the lock was not held by this connection; the connection is dropped');
+export async function releaseRetentionLock(session: Run): Promise<void> {
+  await session(RETENTION_UNLOCK, []).catch(() => undefined);
 }
 
 /**

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Sequelize } from 'sequelize';
 import type { Config } from '../config.js';
-import { withSessionConnection, type Run } from '../db/lean.js';
+import { withConnection, type Run } from '../db/lean.js';
 import type { Logger } from '../logger.js';
 import { STYPES, type Stype } from './model.js';
 import { deleteExpired, releaseRetentionLock, tryRetentionLock } from './queries.js';
@@ -46,31 +46,26 @@ export type RetentionReport = {
 };
 
 /**
- * Removes every expired entry, type by type and batch by batch, on one pooled connection that holds
- * the retention lock for the run. Undefined when another process holds it. Stops between batches
- * once `signal` aborts.
+ * Removes every expired entry, type by type and batch by batch, each batch a statement of its own on
+ * a pooled connection (through PgBouncer too). The retention lock is held on `session`, the process's
+ * liveness connection: a session to PostgreSQL itself that lives as long as the process, so the lock
+ * goes when the process does, and taking it costs no connection of its own. Undefined when another
+ * process holds it. Stops between batches once `signal` aborts.
  */
-export async function removeExpired(sequelize: Sequelize, days: number, signal: AbortSignal): Promise<RetentionReport | undefined> {
-  // a session lock: behind PgBouncer, on a connection of its own to PostgreSQL. No `signal` for the
-  // connection here: its guarded runner would refuse the unlock below once the signal aborts; the
-  // run stops between batches through removeUnderLock instead
-  return withSessionConnection(sequelize, 'sitelog-retention', async (run) => {
-    if (!(await tryRetentionLock(run))) return undefined;
-    try {
-      return await removeUnderLock(run, retentionDays(days), signal);
-    } finally {
-      // A connection going back to the pool must not keep the lock. If this fails the connection
-      // is broken and is destroyed, not lent out, which releases the lock as well.
-      await releaseRetentionLock(run);
-    }
-  });
+export async function removeExpired(sequelize: Sequelize, session: Run, days: number, signal: AbortSignal): Promise<RetentionReport | undefined> {
+  if (!(await tryRetentionLock(session))) return undefined;
+  try {
+    return await removeUnderLock(sequelize, retentionDays(days), signal);
+  } finally {
+    await releaseRetentionLock(session);
+  }
 }
 
-async function removeUnderLock(run: Run, keep: Record<Stype, number>, signal: AbortSignal): Promise<RetentionReport> {
+async function removeUnderLock(sequelize: Sequelize, keep: Record<Stype, number>, signal: AbortSignal): Promise<RetentionReport> {
   const started = performance.now();
   const report: RetentionReport = { rows: 0, batches: 0, ms: 0, byType: {}, startedAt: new Date().toISOString(), stopped: false };
   for (const stype of STYPES) {
-    if (!(await removeType(run, stype, keep[stype], signal, report))) {
+    if (!(await removeType(sequelize, stype, keep[stype], signal, report))) {
       report.stopped = true;
       break;
     }
@@ -80,12 +75,12 @@ async function removeUnderLock(run: Run, keep: Record<Stype, number>, signal: Ab
 }
 
 /** Removes the expired entries of one type, counting them in `report`; false when stopped before the last batch. */
-async function removeType(run: Run, stype: Stype, days: number, signal: AbortSignal, report: RetentionReport): Promise<boolean> {
+async function removeType(sequelize: Sequelize, stype: Stype, days: number, signal: AbortSignal, report: RetentionReport): Promise<boolean> {
   let from: Date | null = null;
   for (;;) {
     if (signal.aborted) return false;
     const batchStarted = performance.now();
-    const batch = await deleteExpired(run, { stype, days, from, limit: BATCH_ROWS });
+    const batch = await withConnection(sequelize, (run) => deleteExpired(run, { stype, days, from, limit: BATCH_ROWS }));
     if (batch.removed > 0) {
       report.rows += batch.removed;
       report.batches += 1;
@@ -110,6 +105,8 @@ export class RetentionJob {
 
   constructor(
     private readonly sequelize: Sequelize,
+    /** The liveness connection's runner, when it is there (not while it reconnects). */
+    private readonly session: () => Run | undefined,
     private readonly policy: { days: number; everyMs: number },
     private readonly logger: Logger,
   ) {}
@@ -132,8 +129,10 @@ export class RetentionJob {
   }
 
   private async offer(): Promise<void> {
+    const session = this.session();
+    if (!session) return this.logger.debug({ event: 'log_retention_later' }, 'log retention: the liveness connection is reconnecting; next offer');
     try {
-      const report = await removeExpired(this.sequelize, this.policy.days, this.stopping.signal);
+      const report = await removeExpired(this.sequelize, session, this.policy.days, this.stopping.signal);
       if (!report) this.logger.debug({ event: 'log_retention_busy' }, 'log retention: another process is running it');
       else if (report.rows > 0 || report.stopped) this.logger.info({ event: 'log_retention', ...report }, `log retention: removed ${report.rows} entries in ${report.batches} batches (${report.ms} ms)${report.stopped ? ', stopped at shutdown' : ''}`);
     } catch (err) {
@@ -150,12 +149,17 @@ export class RetentionJob {
 }
 
 /** The job, started, when LOG_RETENTION_DAYS is set; unset, nothing is ever removed. */
-export function startRetention(sequelize: Sequelize, config: Pick<Config, 'LOG_RETENTION_DAYS' | 'LOG_RETENTION_INTERVAL_MS'>, logger: Logger): RetentionJob | undefined {
+export function startRetention(
+  sequelize: Sequelize,
+  session: () => Run | undefined,
+  config: Pick<Config, 'LOG_RETENTION_DAYS' | 'LOG_RETENTION_INTERVAL_MS'>,
+  logger: Logger,
+): RetentionJob | undefined {
   if (config.LOG_RETENTION_DAYS === undefined) {
     logger.info({ event: 'log_retention_off' }, 'log retention off (LOG_RETENTION_DAYS unset): entries are kept forever');
     return undefined;
   }
-  const job = new RetentionJob(sequelize, { days: config.LOG_RETENTION_DAYS, everyMs: config.LOG_RETENTION_INTERVAL_MS }, logger);
+  const job = new RetentionJob(sequelize, session, { days: config.LOG_RETENTION_DAYS, everyMs: config.LOG_RETENTION_INTERVAL_MS }, logger);
   job.start();
   return job;
 }

@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
 import { envFields } from '../config.js';
 import { clientFor, CONNECTION_RESERVE, CONNECTIONS_BESIDE_POOL, POOL_SESSION_SETTINGS } from '../db/database.js';
-import { CONNECTIONS_BESIDE_READ_POOL } from '../db/replicas.js';
+import { CONNECTIONS_BESIDE_READ_POOL, LAG, replicaLag as lagOf, type LagFacts } from '../db/replicas.js';
 import { POOL_ACQUIRE_MS, REPLICA_MAX_LAG_MS } from '../timeouts.js';
 import { asConfig, envOf, fail, ok, warn, type Finding, type Pm2App } from './findings.js';
 import type { Facts, PgSetting } from './doctor.js';
@@ -235,7 +235,7 @@ export function sessionSettings({ pooler }: Facts): Finding | Finding[] {
     (dropped.length > 0 ? ` (ignore_startup_parameters drops ${dropped.join(', ')} silently)` : '');
   const role = `ALTER ROLE "${session.role}" IN DATABASE "${session.database}" SET`;
   // a server connection keeps the values it started with
-  const alter = zero.map((name) => `${role} ${name} = '${SESSION_SETTINGS[name]}ms';`).join(' ');
+  const alter = zero.map((name) => `${role} ${name} = ${SESSION_SETTINGS[name]};`).join(' ');
   return fail('session-settings', detail, `the instances set them at their start behind PgBouncer (reload web), or: ${alter} then RECONNECT in PgBouncer's admin console`);
 }
 
@@ -373,25 +373,23 @@ export async function collectPooler(opts: {
   }
 }
 
-const REPLICA_LAG = `
-  SELECT pg_is_in_recovery() AS in_recovery,
-         current_setting('max_connections')::int AS max_connections,
-         current_setting('superuser_reserved_connections')::int AS reserved,
-         pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::float8 AS lag_bytes,
-         -- the replay timestamp stands still while the primary is idle: nothing left to replay is no lag
-         CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
-              ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) * 1000 END::float8 AS lag_ms`;
-
 async function collectReplica(url: string): Promise<ReplicaFacts> {
   const replica = endpoint(url);
   try {
-    type Row = { in_recovery: boolean; lag_bytes: number | null; lag_ms: number | null; max_connections: number; reserved: number };
-    const row = await ask(url, async (client) => (await client.query<Row>(REPLICA_LAG)).rows[0]!);
-    const connections = { max: row.max_connections, reserved: row.reserved };
-    return { replica, state: 'reachable', inRecovery: row.in_recovery, lagBytes: row.lag_bytes, lagMs: row.lag_ms, connections };
+    // the app's own lag rule (src/db/replicas.ts): a replica whose receiver is down is as old as its
+    // last replayed commit, not 0 behind because nothing new arrived
+    const { facts, settings } = await ask(url, async (client) => ({
+      facts: (await client.query<LagFacts>(LAG.text)).rows[0]!,
+      settings: (await client.query<{ max: number; reserved: number }>(REPLICA_CONNECTIONS)).rows[0]!,
+    }));
+    const lag = lagOf(facts);
+    const connections = { max: settings.max, reserved: settings.reserved };
+    return { replica, state: 'reachable', inRecovery: facts.recovery, lagBytes: lag.bytes, lagMs: lag.seconds === undefined ? null : lag.seconds * 1000, connections };
   } catch (err) {
     return { replica, state: 'unreachable', error: message(err) };
   }
 }
+
+const REPLICA_CONNECTIONS = `SELECT current_setting('max_connections')::int AS max, current_setting('superuser_reserved_connections')::int AS reserved`;
 
 export const collectReplicas = (urls: readonly string[]): Promise<ReplicaFacts[]> => Promise.all(urls.map(collectReplica));

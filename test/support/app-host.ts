@@ -149,8 +149,11 @@ export class ProxyHost {
   async remove(): Promise<void> {
     if (this.nginx.pid && this.nginx.exitCode === null && this.nginx.signalCode === null) {
       const exited = new Promise((resolve) => this.nginx.once('exit', resolve));
+      // nginx's graceful stop; a worker still serving a connection after 10 s is not waited for
       this.nginx.kill('SIGQUIT');
+      const late = setTimeout(() => this.nginx.kill('SIGKILL'), 10_000);
       await exited;
+      clearTimeout(late);
     }
     fs.rmSync(this.dir, { recursive: true, force: true });
   }
