@@ -4,6 +4,8 @@ import { z } from 'zod';
 import { embeddedDatabaseUrl, loadOrCreateSecrets, SECRET_NAMES } from './secrets.js';
 
 const port = z.coerce.number().int().min(1).max(65535);
+const POSTGRES_URL = /^postgres(ql)?:\/\/[^/]+\/[^/?]+/;
+const postgresUrl = z.string().regex(POSTGRES_URL, 'must be postgres://user:password@host:port/database');
 
 /** Every variable sitelog reads, one short description each; ops/stack.ts reuses the ones it needs. */
 export const envFields = {
@@ -29,19 +31,14 @@ export const envFields = {
     .union([z.literal('max'), z.coerce.number().int().min(1).max(256)])
     .default(2)
     .describe('number of web instances, or "max"'),
-  DATABASE_URL: z
-    .string()
-    .regex(/^postgres(ql)?:\/\/[^/]+\/[^/?]+/, 'must be postgres://user:password@host:port/database')
-    .describe('PostgreSQL URL (ecosystem.config.js points it at the embedded server when unset)'),
-  DATABASE_DIRECT_URL: z
-    .string()
-    .regex(/^postgres(ql)?:\/\/[^/]+\/[^/?]+/, 'must be postgres://user:password@host:port/database')
+  DATABASE_URL: postgresUrl.describe('PostgreSQL URL (ecosystem.config.js points it at the embedded server when unset)'),
+  DATABASE_DIRECT_URL: postgresUrl
     .optional()
     .describe('PostgreSQL itself, for what needs a session (liveness locks, migrations), when DATABASE_URL goes through PgBouncer in transaction mode (unset: DATABASE_URL)'),
   DATABASE_READ_URLS: z
     .string()
     .transform((s) => s.split(',').map((u) => u.trim()).filter((u) => u !== ''))
-    .pipe(z.array(z.string().regex(/^postgres(ql)?:\/\/[^/]+\/[^/?]+/, 'must be postgres:// URLs separated by commas')).min(1, 'must name at least one replica'))
+    .pipe(z.array(z.string().regex(POSTGRES_URL, 'must be postgres:// URLs separated by commas')).min(1, 'must name at least one replica'))
     .optional()
     .describe('streaming replicas (PostgreSQL itself, comma-separated) for the reads that need not see their own writes: the log list and the log browser'),
   DB_POOL_MAX: z.coerce.number().int().min(1).max(1000).default(10).describe('pool size per instance'),

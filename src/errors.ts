@@ -88,7 +88,7 @@ const BODY_PARSER_ERRORS: Record<string, ErrorEntry> = {
 
 // SQLSTATEs and socket codes of a database that is not there right now: shutting down, starting
 // up (57P03), refused, dropped, or its host not resolvable for the moment.
-const GONE_CODES = new Set(['57P01', '57P02', '57P03', '08000', '08003', '08006', 'ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN']);
+export const GONE_CODES: ReadonlySet<string> = new Set(['57P01', '57P02', '57P03', '08000', '08003', '08006', 'ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN']);
 // No connection slot left, a statement cancelled by its timeout (57014) or its lock timeout (55P03,
 // a table somebody else holds): a busy server, not a gone one.
 const BUSY_CODES = new Set(['53300', '57014', '55P03']);

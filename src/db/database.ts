@@ -69,6 +69,19 @@ export function clientFor(
   return client;
 }
 
+/** A server that did not answer within a bound. */
+export class NoAnswer extends Error {}
+
+/** `work`, or a NoAnswer after `ms` unless it settles first (`what` names the server in the message). */
+export function within<T>(ms: number, work: Promise<T>, what?: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new NoAnswer(`${what ? `${what}: ` : ''}no answer within ${ms} ms`)), ms);
+  });
+  work.catch(() => undefined);
+  return Promise.race([work, late]).finally(() => clearTimeout(timer));
+}
+
 const codeOf = (err: unknown) => (err as { code?: string }).code;
 const BAD_CREDENTIALS = new Set(['28P01', '28000']);
 

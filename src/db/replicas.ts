@@ -1,9 +1,10 @@
 import pg from 'pg';
 import type { Sequelize } from 'sequelize';
 import type { Config } from '../config.js';
+import { GONE_CODES } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { REPLICA_CONNECT_TIMEOUT_MS, REPLICA_MAX_LAG_MS, STATEMENT_TIMEOUT_MS } from '../timeouts.js';
-import { clientFor } from './database.js';
+import { clientFor, NoAnswer, within } from './database.js';
 import { onLent, runOn, withConnection, WorkAbandoned, type Run, type Statement } from './lean.js';
 import { Slots } from './slots.js';
 
@@ -76,10 +77,9 @@ export class ReplicaUnreachable extends Error {}
 /** Every connection of the replica's pool is lent out, and none came back within REPLICA_ACQUIRE_MS. */
 export class ReplicaBusy extends Error {}
 
-// SQLSTATEs of a server going or gone: admin shutdown, crash shutdown, starting up, database dropped.
-const GONE_CODES = new Set(['57P01', '57P02', '57P03', '57P04']);
-// Socket failures: refused, reset, unreachable, not resolvable.
-const SOCKET_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ENOTFOUND']);
+// A server going or gone (errors.ts's, for the whole app), and what else says so of a replica: its
+// database dropped (57P04), its host unreachable or unknown. Any 08xxx too (below).
+const REPLICA_GONE_CODES = new Set([...GONE_CODES, '57P04', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND']);
 // A standby cancels a query that conflicts with the WAL it replays (40001; 40P01 for a buffer pin
 // deadlock): the replica is fine, this read is better served by the primary.
 const RECOVERY_CONFLICT_CODES = new Set(['40001', '40P01']);
@@ -104,7 +104,7 @@ export function replicaFailure(err: unknown): 'down' | 'elsewhere' | undefined {
   if (err instanceof WorkAbandoned) return undefined;
   const { code, severity, message } = err as { code?: unknown; severity?: unknown; message?: unknown };
   if (typeof code === 'string') {
-    if (GONE_CODES.has(code) || SOCKET_CODES.has(code) || code.startsWith('08')) return 'down';
+    if (REPLICA_GONE_CODES.has(code) || code.startsWith('08')) return 'down';
     if (RECOVERY_CONFLICT_CODES.has(code) || BEHIND_CODES.has(code)) return 'elsewhere';
   }
   // FATAL ends the session, whatever its code
@@ -133,19 +133,6 @@ async function readLag(run: Run): Promise<{ seconds: number | undefined; bytes: 
 export function replicaName(url: string): string {
   const u = new URL(url);
   return `${u.hostname}:${u.port || '5432'}`;
-}
-
-/** A server that did not answer within a bound. */
-class NoAnswer extends Error {}
-
-/** A promise that rejects (NoAnswer) after `ms` unless `work` settles first. */
-function within<T>(ms: number, work: Promise<T>, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new NoAnswer(`${what}: no answer within ${ms} ms`)), ms);
-  });
-  work.catch(() => undefined);
-  return Promise.race([work, late]).finally(() => clearTimeout(timer));
 }
 
 type Lag = { seconds: number | undefined; bytes: number };

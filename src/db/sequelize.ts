@@ -1,6 +1,6 @@
 import { Sequelize } from 'sequelize';
 import type { Config } from '../config.js';
-import { POOL_SESSION_SETTINGS, sessionOptions } from './database.js';
+import { POOL_SESSION_SETTINGS, SESSION_SETTINGS, sessionOptions } from './database.js';
 import { sendUnnamed, writesWaiting } from './lean.js';
 import { DB_CONNECT_TIMEOUT_MS, LOCK_WAIT_MS, POOL_ACQUIRE_MS } from '../timeouts.js';
 
@@ -53,7 +53,7 @@ export function createMigrationSequelize(directUrl: string): Sequelize {
     dialectOptions: {
       application_name: 'sitelog-migrate',
       connectionTimeoutMillis: DB_CONNECT_TIMEOUT_MS,
-      options: sessionOptions({ statement_timeout: 0, lock_timeout: LOCK_WAIT_MS, idle_in_transaction_session_timeout: 0 }),
+      options: sessionOptions({ ...SESSION_SETTINGS, lock_timeout: LOCK_WAIT_MS }),
     },
   });
 }

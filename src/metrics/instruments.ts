@@ -129,8 +129,7 @@ export class Instruments {
     gauge('sitelog_rss_bytes', 'Resident set size', () => process.memoryUsage.rss());
     // Each process reads its replicas' lag itself (every 2 s, db/replicas.ts): the host shows the
     // worst of its processes' readings, and a replica as up only when every process finds it up.
-    // eslint-disable-next-line @typescript-eslint/no-this-alias
-    const instruments = this;
+    const states = this.replicas;
     const perReplica = (name: string, help: string, value: (r: ReplicaState) => number | undefined, aggregator: 'max' | 'min') =>
       new client.Gauge({
         name,
@@ -140,7 +139,7 @@ export class Instruments {
         registers: [this.registry],
         collect(this: client.Gauge<'replica'>) {
           this.reset();
-          for (const r of instruments.replicas()) {
+          for (const r of states()) {
             const v = value(r);
             if (v !== undefined) this.set({ replica: r.replica }, v);
           }

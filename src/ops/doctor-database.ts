@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
 import { envFields } from '../config.js';
-import { clientFor, CONNECTION_RESERVE, CONNECTIONS_BESIDE_POOL, POOL_SESSION_SETTINGS } from '../db/database.js';
+import { clientFor, CONNECTION_RESERVE, CONNECTIONS_BESIDE_POOL, POOL_SESSION_SETTINGS, within } from '../db/database.js';
 import { CONNECTIONS_BESIDE_READ_POOL, LAG, replicaLag as lagOf, type LagFacts } from '../db/replicas.js';
 import { POOL_ACQUIRE_MS, REPLICA_MAX_LAG_MS } from '../timeouts.js';
 import { asConfig, envOf, fail, ok, warn, type Finding, type Pm2App } from './findings.js';
@@ -303,15 +303,9 @@ export const ASK_MS = 2_000;
 /** `work` on a client of its own, given up after ASK_MS whatever the server does. */
 async function ask<T>(url: string, work: (client: pg.Client) => Promise<T>, database?: string): Promise<T> {
   const client = clientFor(url, database, 'sitelog-doctor', ASK_MS);
-  const deadline = new AbortController();
-  const timedOut = sleep(ASK_MS, undefined, { signal: deadline.signal }).then(() => {
-    throw new Error(`no answer within ${ASK_MS} ms`);
-  });
   try {
-    return await Promise.race([client.connect().then(() => work(client)), timedOut]);
+    return await within(ASK_MS, client.connect().then(() => work(client)));
   } finally {
-    deadline.abort();
-    timedOut.catch(() => undefined);
     // end() waits for the server to close its side, which a hung server never does
     const ended = await Promise.race([client.end().then(() => true, () => true), sleep(200, false, { ref: false })]);
     if (!ended) client.connection.stream.destroy();
