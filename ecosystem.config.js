@@ -2,7 +2,7 @@
 // PM2 evaluates this file in its CLI process at every start and reload: it only declares. The
 // processes make what they need when they start (secrets, nginx's config).
 require('./src/ops/build-check.cjs').assertBuilt();
-const { DATABASE_WAIT_MS, SHUTDOWN_MS } = require('./dist/timeouts.js');
+const { SHUTDOWN_MS, STARTUP_DEADLINE_MS } = require('./dist/timeouts.js');
 const { localStack, pm2Invocation, productionWeb } = require('./dist/ops/stack.js');
 
 // `pm2 reload ecosystem.config.js` declares web alone: PM2 would restart the fork-mode apps (the
@@ -18,7 +18,10 @@ const web = {
   instances: 2,
   // Ready means: database reached, migrations run, startup log written, listening (src/server.ts).
   wait_ready: true,
-  listen_timeout: DATABASE_WAIT_MS + 15_000,
+  // Above the startup deadline, so that a stuck instance is killed (and restarted) by its watchdog
+  // before PM2 stops waiting: in cluster mode PM2 then only moves on, and in a reload it would stop
+  // the old instance while the new one is still stuck.
+  listen_timeout: STARTUP_DEADLINE_MS + 15_000,
   kill_timeout: SHUTDOWN_MS + 2_000,
   // 78 = configuration error: restarting cannot fix it, so PM2 leaves it stopped. (No restart
   // delay: PM2 would show such an app as "waiting restart" forever.)

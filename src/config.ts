@@ -2,6 +2,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
 import { embeddedDatabaseUrl, loadOrCreateSecrets, SECRET_NAMES } from './secrets.js';
+import { STARTUP_STEPS } from './startup-steps.js';
+import { STARTUP_DEADLINE_MS } from './timeouts.js';
 
 const port = z.coerce.number().int().min(1).max(65535);
 const POSTGRES_URL = /^postgres(ql)?:\/\/[^/]+\/[^/?]+/;
@@ -86,6 +88,24 @@ export const envFields = {
     .default('0')
     .transform((v) => v === '1')
     .describe('tests only: 1 adds routes that harm the process (e.g. block its event loop); never set it in production'),
+  SITELOG_TEST_STARTUP_HANG: z
+    .string()
+    .transform((v) => ({ how: v.slice(0, v.indexOf(':')), step: v.slice(v.indexOf(':') + 1) }))
+    .pipe(
+      z.object({
+        how: z.enum(['await', 'block'], { error: 'must be await:<step> or block:<step>' }),
+        step: z.enum(STARTUP_STEPS, { error: `must name a step: ${STARTUP_STEPS.join(', ')}` }),
+      }),
+    )
+    .optional()
+    .describe('tests only, with SITELOG_TEST_ROUTES=1: startup hangs at this step for good, awaiting or with its event loop blocked (src/testing/hang.ts)'),
+  SITELOG_TEST_STARTUP_DEADLINE_MS: z.coerce
+    .number()
+    .int()
+    .min(1_000)
+    .max(STARTUP_DEADLINE_MS)
+    .optional()
+    .describe('tests only, with SITELOG_TEST_ROUTES=1: a shorter startup deadline than STARTUP_DEADLINE_MS (src/timeouts.ts)'),
   SECRETS_FILE: z
     .string()
     .optional()
@@ -96,7 +116,16 @@ const schema = z.object(envFields);
 export type Config = Readonly<
   Omit<
     z.infer<typeof schema>,
-    'WEB_INSTANCES' | 'NODE_APP_INSTANCE' | 'restart_time' | 'name' | 'pm_out_log_path' | 'EMBEDDED_PG_PORT' | 'SECRETS_FILE' | 'DATABASE_DIRECT_URL' | 'DATABASE_READ_URLS'
+    | 'WEB_INSTANCES'
+    | 'NODE_APP_INSTANCE'
+    | 'restart_time'
+    | 'name'
+    | 'pm_out_log_path'
+    | 'EMBEDDED_PG_PORT'
+    | 'SECRETS_FILE'
+    | 'DATABASE_DIRECT_URL'
+    | 'DATABASE_READ_URLS'
+    | 'SITELOG_TEST_STARTUP_DEADLINE_MS'
   > & {
     /** DATABASE_URL unless it goes through PgBouncer in transaction mode. */
     DATABASE_DIRECT_URL: string;
@@ -108,6 +137,8 @@ export type Config = Readonly<
     INSTANCE: number;
     PM2_RESTARTS: number;
     PM2_OUT_LOG: string | undefined;
+    /** STARTUP_DEADLINE_MS, or the tests' shorter one. */
+    STARTUP_DEADLINE_MS: number;
   }
 >;
 
@@ -178,6 +209,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     DATABASE_READ_URLS,
     EMBEDDED_PG_PORT: _port,
     SECRETS_FILE: _file,
+    SITELOG_TEST_STARTUP_DEADLINE_MS,
     ...rest
   } = parseEnv(
     schema,
@@ -185,6 +217,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   );
   const trustProblem = proxyTrustProblem(rest.BIND_ADDRESS, rest.TRUST_PROXY);
   if (trustProblem) throw new ConfigError([trustProblem]);
+  const testOnly = { SITELOG_TEST_STARTUP_HANG: rest.SITELOG_TEST_STARTUP_HANG, SITELOG_TEST_STARTUP_DEADLINE_MS };
+  const misplaced = rest.SITELOG_TEST_ROUTES ? [] : Object.entries(testOnly).filter(([, value]) => value !== undefined);
+  if (misplaced.length > 0) throw new ConfigError(misplaced.map(([key]) => `${key}: tests only, honoured only with SITELOG_TEST_ROUTES=1 (set)`));
   return Object.freeze({
     ...rest,
     DATA_DIR: path.resolve(rest.DATA_DIR),
@@ -196,5 +231,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     PM2_RESTARTS: restart_time,
     PM2_APP: name,
     PM2_OUT_LOG: pm_out_log_path,
+    STARTUP_DEADLINE_MS: SITELOG_TEST_STARTUP_DEADLINE_MS ?? STARTUP_DEADLINE_MS,
   });
 }

@@ -3,6 +3,7 @@ import { FatalDatabaseError, PoolBudgetError } from './db/database.js';
 import { captureStdout, createLogger, flushed } from './logger.js';
 import { Shutdown } from './shutdown.js';
 import { startWebProcess } from './startup.js';
+import { STARTUP_STEPS } from './startup-steps.js';
 import { SHUTDOWN_MS } from './timeouts.js';
 import { armWatchdog } from './watchdog.js';
 
@@ -19,7 +20,15 @@ async function main(): Promise<void> {
   }
   const logger = createLogger({ host: config.SITELOG_HOST, instance: config.INSTANCE, level: config.LOG_LEVEL });
   captureStdout(logger);
+  // Armed first: a startup that hangs, awaiting or blocked, is killed at the deadline, naming its step.
+  const startup = armWatchdog(logger, {
+    logFile: config.PM2_OUT_LOG,
+    base: { host: config.SITELOG_HOST, instance: config.INSTANCE, pid: process.pid },
+    startup: { steps: STARTUP_STEPS, deadlineMs: config.STARTUP_DEADLINE_MS },
+  });
   const shutdown = new Shutdown(logger, SHUTDOWN_MS);
+  // a shutdown during startup has its own bound (SHUTDOWN_MS); the deadline would only misname it
+  shutdown.controller.signal.addEventListener('abort', startup.over);
   // PM2 sends SIGINT (its kill_signal), or the 'shutdown' message with shutdown_with_message.
   process.on('SIGINT', () => void shutdown.begin('SIGINT'));
   process.on('SIGTERM', () => void shutdown.begin('SIGTERM'));
@@ -31,7 +40,7 @@ async function main(): Promise<void> {
   });
 
   try {
-    await startWebProcess(config, logger, shutdown);
+    await startWebProcess(config, logger, shutdown, startup.step);
   } catch (err) {
     if (shutdown.inProgress) return;
     const fatal = err instanceof PoolBudgetError || err instanceof FatalDatabaseError;
@@ -43,7 +52,7 @@ async function main(): Promise<void> {
     { url: `http://127.0.0.1:${config.PORT}/`, startupMs: Math.round(performance.now()) },
     `instance ${config.INSTANCE} ready`,
   );
-  armWatchdog(logger, { logFile: config.PM2_OUT_LOG, base: { host: config.SITELOG_HOST, instance: config.INSTANCE, pid: process.pid } });
+  startup.over();
   process.send?.('ready');
 }
 

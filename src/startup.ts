@@ -19,6 +19,8 @@ import { HostMetrics } from './metrics/host.js';
 import { Instruments } from './metrics/instruments.js';
 import { systemLogger } from './logs/system-log.js';
 import type { Shutdown } from './shutdown.js';
+import type { StartupStep } from './startup-steps.js';
+import { hangAt } from './testing/hang.js';
 import { DATABASE_WAIT_MS, DRAIN_GRACE_MS, KEEP_ALIVE_MS } from './timeouts.js';
 
 /**
@@ -46,12 +48,24 @@ async function drain(server: http.Server): Promise<void> {
 
 /**
  * Starts one web process, as a checklist: config → its own Sequelize → wait for the database →
- * migrations (once, under a lock) → startup log → listen → tell PM2 it is ready.
+ * migrations (once, under a lock) → startup log → listen → tell PM2 it is ready. `onStep` hears
+ * each step as it begins (the watchdog's startup deadline names the one a stuck process is in).
  */
-export async function startWebProcess(config: Config, logger: Logger, shutdown: Shutdown): Promise<http.Server> {
+export async function startWebProcess(
+  config: Config,
+  logger: Logger,
+  shutdown: Shutdown,
+  onStep: (step: StartupStep) => void = () => undefined,
+): Promise<http.Server> {
+  const step = async (name: StartupStep) => {
+    onStep(name);
+    if (config.SITELOG_TEST_STARTUP_HANG?.step === name) await hangAt(config.SITELOG_TEST_STARTUP_HANG);
+  };
+  await step('starting');
   const sequelize = createSequelize(config);
   shutdown.add('database pool', () => sequelize.close());
 
+  await step('waiting for the database');
   // What needs a session (the liveness lock, the migrations' lock) goes to PostgreSQL itself, even
   // when the pool goes through PgBouncer: docs/scaling.md.
   const liveness = await connectWithRetry(config.DATABASE_DIRECT_URL, 'sitelog-liveness', logger, {
@@ -64,15 +78,18 @@ export async function startWebProcess(config: Config, logger: Logger, shutdown: 
     logger,
   );
   shutdown.add('presence', () => presence.close());
+  await step('pool budget');
   const budget = await checkPoolBudget(liveness, { instances: config.WEB_INSTANCES, poolMax: config.DB_POOL_MAX, pooled: config.DATABASE_POOLED });
   logger.debug(budget, 'pool budget fits');
 
+  await step('migrations');
   await migrate(config.DATABASE_DIRECT_URL, liveness, logger);
   if (config.DATABASE_POOLED) await setPooledDefaults(liveness, { pooled: config.DATABASE_URL, direct: config.DATABASE_DIRECT_URL }, logger);
   // stopped after the HTTP drain (shutdown steps run newest first): reads in flight finish on them
   const replicas = startReplicas(sequelize, config, logger);
   shutdown.add('read replicas', () => replicas.stop());
 
+  await step('startup log');
   await presence.announce(liveness);
   presence.startHeartbeat();
 
@@ -81,6 +98,7 @@ export async function startWebProcess(config: Config, logger: Logger, shutdown: 
   shutdown.add('database gate', () => gate.stop());
   // stopped after the HTTP server (shutdown steps run newest first): its final counters are its last
   const host = new HostMetrics(path.join(config.DATA_DIR, 'metrics'), { app: config.PM2_APP, instance: config.INSTANCE, pid: process.pid }, instruments, logger);
+  await step('metrics');
   await host.start();
   instruments.startSampling();
   shutdown.add('metrics', async () => {
@@ -110,6 +128,7 @@ export async function startWebProcess(config: Config, logger: Logger, shutdown: 
   const retention = startRetention(sequelize, () => presence.session(), config, logger);
   shutdown.add('log retention', () => retention?.stop());
   shutdown.add('http server', () => drain(server));
+  await step('listening');
   server.listen(config.PORT, config.BIND_ADDRESS);
   await once(server, 'listening');
   return server;

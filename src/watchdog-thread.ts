@@ -1,15 +1,16 @@
 import fs from 'node:fs';
 import { isMainThread, workerData } from 'node:worker_threads';
-import { fatalLine, stalledAfterCheck, type WatchdogData } from './watchdog.js';
+import { fatalLine, HEARTBEAT, STARTUP_OVER, startupFatalLine, stalledAfterCheck, STEP, type WatchdogData } from './watchdog.js';
 
 // The watchdog's thread, started by armWatchdog (src/watchdog.ts). Its event loop is its own, so it
 // keeps time while the main thread's loop is blocked. For the same reason it cannot log through the
 // main thread (a worker's stdout is relayed by the main loop, and PM2's log hooks live there): it
-// writes its line itself, synchronously, then kills the process.
+// writes its line itself, synchronously, then kills the process. Until the process is ready it holds
+// the startup to its deadline instead.
 
 if (isMainThread) throw new Error('watchdog-thread.js runs as the watchdog thread only: armWatchdog (src/watchdog.ts) starts it');
 const data = workerData as WatchdogData;
-const beats = new Int32Array(data.heartbeat);
+const slots = new Int32Array(data.shared);
 
 /**
  * Appends the line to the instance's log file (opened now, in append mode: PM2's own stream appends
@@ -42,21 +43,36 @@ function leaveCluster(): void {
 /** Time for the master to read the disconnect before the kill resets nginx's connections, whose retries it must not hand here. */
 const LEAVE_MS = 250;
 
-let lastBeats = Atomics.load(beats, 0);
+let lastBeats = Atomics.load(slots, HEARTBEAT);
 let lastCheck = performance.now();
 let stalledMs = 0;
 
-const checks = setInterval(() => {
-  const now = performance.now();
-  const current = Atomics.load(beats, 0);
-  stalledMs = stalledAfterCheck(stalledMs, current !== lastBeats, now - lastCheck, data.checkMs);
-  lastBeats = current;
-  lastCheck = now;
-  if (stalledMs < data.blockedMs) return;
+/** The line, then out of the cluster, then SIGKILL. */
+function kill(line: string): void {
   clearInterval(checks);
-  writeFatalLine(fatalLine(data.base, Math.round(stalledMs), new Date()));
+  writeFatalLine(line);
   leaveCluster();
   // SIGKILL, not SIGINT: a blocked loop would never run the graceful shutdown. PM2 restarts the
   // instance, and its startup log entry says "restarted" (src/instances/startup-rule.ts).
   setTimeout(() => process.kill(process.pid, 'SIGKILL'), LEAVE_MS);
+}
+
+const checks = setInterval(() => {
+  const now = performance.now();
+  const current = Atomics.load(slots, HEARTBEAT);
+  const step = Atomics.load(slots, STEP);
+  if (step !== STARTUP_OVER && data.startup) {
+    // starting: the loop may pause (module loading, migrations); only the deadline counts
+    lastBeats = current;
+    lastCheck = now;
+    const startupMs = Math.round(performance.timeOrigin + now - data.startup.processStart);
+    if (startupMs < data.startup.deadlineMs) return;
+    kill(startupFatalLine(data.base, data.startup.steps[step] ?? String(step), startupMs, new Date()));
+    return;
+  }
+  stalledMs = stalledAfterCheck(stalledMs, current !== lastBeats, now - lastCheck, data.checkMs);
+  lastBeats = current;
+  lastCheck = now;
+  if (stalledMs < data.blockedMs) return;
+  kill(fatalLine(data.base, Math.round(stalledMs), new Date()));
 }, data.checkMs);

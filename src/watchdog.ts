@@ -9,13 +9,24 @@ import { WATCHDOG_BLOCKED_MS, WATCHDOG_CHECK_MS } from './timeouts.js';
 // when they have not moved for WATCHDOG_BLOCKED_MS it writes one fatal line, takes the process off the
 // cluster master's round robin, and kills it with SIGKILL; PM2 restarts it. docs/watchdog.md: the
 // numbers, and what clients see meanwhile.
+//
+// The same thread holds the startup to its deadline (STARTUP_DEADLINE_MS), rather than a timer on the
+// main thread: a startup can hang awaiting (a query, a lock) or with its loop blocked, and only a
+// thread of its own sees both; it already knows how to write its line where PM2 logs and to kill.
+// The price: the process ends by SIGKILL, not exit 1 (a thread cannot exit its process, and a blocked
+// loop would run no exit), which PM2 restarts all the same.
 
 /** The fields every log line of the process carries (src/logger.ts). */
 export type LogBase = { host: string; instance: number; pid: number };
 
-/** What the watchdog thread is given: copied, except the heartbeat buffer, which is shared. */
+/** The shared Int32Array's slots: the main thread's heartbeats, and its startup step (an index of `startup.steps`; -1: over). */
+export const HEARTBEAT = 0;
+export const STEP = 1;
+export const STARTUP_OVER = -1;
+
+/** What the watchdog thread is given: copied, except the shared buffer (slots above). */
 export type WatchdogData = {
-  heartbeat: SharedArrayBuffer;
+  shared: SharedArrayBuffer;
   blockedMs: number;
   checkMs: number;
   /** Where the fatal line goes: the instance's PM2 log file, or stderr outside PM2. */
@@ -23,6 +34,8 @@ export type WatchdogData = {
   base: LogBase;
   /** This process's end of its IPC channel to the cluster master (PM2's daemon), when it has one. */
   ipcFd: number | undefined;
+  /** The startup's steps and deadline; `processStart`: the main thread's performance.timeOrigin (a thread may have its own). */
+  startup: { steps: readonly string[]; deadlineMs: number; processStart: number } | undefined;
 };
 
 /**
@@ -41,6 +54,12 @@ export function fatalLine(base: LogBase, stalledMs: number, at: Date): string {
   return `${JSON.stringify({ level: 60, time: at.toISOString(), ...base, event: 'event_loop_blocked', stalledMs, msg })}\n`;
 }
 
+/** Its line when the startup misses its deadline, naming the step it is stuck in. */
+export function startupFatalLine(base: LogBase, step: string, startupMs: number, at: Date): string {
+  const msg = `not ready after ${startupMs} ms, stuck in startup step "${step}": the watchdog kills this process (SIGKILL) so that PM2 restarts it`;
+  return `${JSON.stringify({ level: 60, time: at.toISOString(), ...base, event: 'startup_deadline', step, startupMs, msg })}\n`;
+}
+
 /**
  * The thread holds a few numbers, but a V8 heap of its own: about 4 MB once Node has booted it, 8 MB
  * of the process's RSS (docs/watchdog.md). The limit only stops a leak; at 4 MB the thread could not
@@ -53,24 +72,43 @@ const THREAD_OPTIONS = {
   resourceLimits: { maxOldGenerationSizeMb: 16, maxYoungGenerationSizeMb: 1, codeRangeSizeMb: 2, stackSizeMb: 1 },
 };
 
+/** The main thread's side of the startup deadline: the step it is in, and the end of it. */
+export type StartupWatch<S extends string> = {
+  step: (name: S) => void;
+  /** Ready (or shutting down): the deadline no longer holds, the event loop is watched from now on. */
+  over: () => void;
+};
+
 /**
- * Starts watching this process's event loop. Call it when the process is ready: the bound is chosen
- * for a serving process, not for module loading and migrations. A debugger paused at a breakpoint is
- * a blocked loop too, so with the inspector open there is no watchdog.
+ * Starts the watchdog thread. With `startup`, call it first thing: the process is held to the
+ * startup deadline until `over()`, and only then is its event loop watched (the bound is chosen for
+ * a serving process, not for module loading and migrations). Without, the loop is watched at once.
+ * A debugger paused at a breakpoint is a blocked loop too, so with the inspector open there is no
+ * watchdog, and no startup deadline.
  */
-export function armWatchdog(logger: Logger, opts: { logFile: string | undefined; base: LogBase }): void {
+export function armWatchdog<S extends string>(
+  logger: Logger,
+  opts: { logFile: string | undefined; base: LogBase; startup?: { steps: readonly S[]; deadlineMs: number } },
+): StartupWatch<S> {
+  const shared = new SharedArrayBuffer(2 * Int32Array.BYTES_PER_ELEMENT);
+  const slots = new Int32Array(shared);
+  Atomics.store(slots, STEP, opts.startup ? 0 : STARTUP_OVER);
+  const watch: StartupWatch<S> = {
+    step: (name) => void (opts.startup && Atomics.store(slots, STEP, opts.startup.steps.indexOf(name))),
+    over: () => void Atomics.store(slots, STEP, STARTUP_OVER),
+  };
   if (inspector.url()) {
-    logger.warn('the inspector is open: no watchdog, a blocked event loop is not killed');
-    return;
+    logger.warn('the inspector is open: no watchdog, a blocked event loop or a stuck startup is not killed');
+    return watch;
   }
-  const heartbeat = new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT);
-  const beats = new Int32Array(heartbeat);
   // twice per check, so that a loop merely busy (a timer late by a few hundred ms) never misses one
-  setInterval(() => Atomics.add(beats, 0, 1), WATCHDOG_CHECK_MS / 2).unref();
+  setInterval(() => Atomics.add(slots, HEARTBEAT, 1), WATCHDOG_CHECK_MS / 2).unref();
   const ipcFd = (process.channel as { fd?: number } | undefined)?.fd;
-  const workerData: WatchdogData = { heartbeat, blockedMs: WATCHDOG_BLOCKED_MS, checkMs: WATCHDOG_CHECK_MS, ipcFd, ...opts };
+  const startup = opts.startup && { steps: opts.startup.steps, deadlineMs: opts.startup.deadlineMs, processStart: performance.timeOrigin };
+  const workerData: WatchdogData = { shared, blockedMs: WATCHDOG_BLOCKED_MS, checkMs: WATCHDOG_CHECK_MS, ipcFd, logFile: opts.logFile, base: opts.base, startup };
   const thread = new Worker(path.join(__dirname, 'watchdog-thread.js'), { ...THREAD_OPTIONS, workerData });
   // the process's life is the main thread's: exiting never waits for the watchdog
   thread.unref();
-  thread.on('error', (err) => logger.error({ err }, 'the watchdog thread failed: a blocked event loop will not be killed'));
+  thread.on('error', (err) => logger.error({ err }, 'the watchdog thread failed: a blocked event loop or a stuck startup will not be killed'));
+  return watch;
 }

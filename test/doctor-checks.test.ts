@@ -51,7 +51,7 @@ import {
 } from '../src/ops/doctor-database.js';
 import { envFields } from '../src/config.js';
 import { isWebApp } from '../src/ops/stack.js';
-import { DATABASE_WAIT_MS, LOCK_WAIT_MS, POOL_ACQUIRE_MS, REPLICA_MAX_LAG_MS, SHUTDOWN_MS, STATEMENT_TIMEOUT_MS } from '../src/timeouts.js';
+import { LOCK_WAIT_MS, POOL_ACQUIRE_MS, REPLICA_MAX_LAG_MS, SHUTDOWN_MS, STARTUP_DEADLINE_MS, STATEMENT_TIMEOUT_MS } from '../src/timeouts.js';
 
 // The doctor's checks, pure functions of facts. The facts of a sound local stack come from samples
 // of what the doctor collects (test/fixtures/doctor/: `pm2 jlist`, `nginx -T`, pg_settings rows,
@@ -156,7 +156,7 @@ describe('wait-ready', () => {
 
 // PM2's two timers: each must outlast what the instance does meanwhile
 for (const { check, id, timer, bound, what, sound } of [
-  { check: listenTimeout, id: 'listen-timeout', timer: 'listen_timeout', bound: DATABASE_WAIT_MS, what: 'the database wait', sound: 75_000 },
+  { check: listenTimeout, id: 'listen-timeout', timer: 'listen_timeout', bound: STARTUP_DEADLINE_MS, what: 'the startup deadline', sound: 135_000 },
   { check: killTimeout, id: 'kill-timeout', timer: 'kill_timeout', bound: SHUTDOWN_MS, what: 'the shutdown bound', sound: 10_000 },
 ]) {
   describe(id, () => {

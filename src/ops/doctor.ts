@@ -8,7 +8,7 @@ import { clientFor, CONNECTION_RESERVE, CONNECTIONS_BESIDE_POOL } from '../db/da
 import { runOn } from '../db/lean.js';
 import { pendingMigrations } from '../db/migrate.js';
 import { liveCount } from '../instances/queries.js';
-import { DATABASE_WAIT_MS, KEEP_ALIVE_MS, SHUTDOWN_MS } from '../timeouts.js';
+import { KEEP_ALIVE_MS, SHUTDOWN_MS, STARTUP_DEADLINE_MS } from '../timeouts.js';
 import {
   collectPooler,
   collectReplicas,
@@ -100,11 +100,11 @@ export function waitReady({ web }: Facts): Finding {
 
 export function listenTimeout({ web }: Facts): Finding {
   const timeout = web[0].pm2_env.listen_timeout;
-  if ((timeout ?? 0) > DATABASE_WAIT_MS) {
-    return ok('listen-timeout', `listen_timeout ${timeout} ms is above the database wait (${DATABASE_WAIT_MS} ms)`);
+  if ((timeout ?? 0) > STARTUP_DEADLINE_MS) {
+    return ok('listen-timeout', `listen_timeout ${timeout} ms is above the startup deadline (${STARTUP_DEADLINE_MS} ms)`);
   }
-  const detail = `listen_timeout ${timeout ?? 'unset'} ms is not above the database wait (${DATABASE_WAIT_MS} ms): PM2 gives up on an instance still waiting for PostgreSQL and restarts it in a loop`;
-  return fail('listen-timeout', detail, `listen_timeout above ${DATABASE_WAIT_MS} (ecosystem.config.js sets DATABASE_WAIT_MS + 15000)`);
+  const detail = `listen_timeout ${timeout ?? 'unset'} ms is not above the startup deadline (${STARTUP_DEADLINE_MS} ms): PM2 stops waiting for an instance still starting (the database may be away), and a reload then stops the old instance before the new one is ready`;
+  return fail('listen-timeout', detail, `listen_timeout above ${STARTUP_DEADLINE_MS} (ecosystem.config.js sets STARTUP_DEADLINE_MS + 15000)`);
 }
 
 export function killTimeout({ web }: Facts): Finding {
