@@ -1,9 +1,10 @@
 import crypto from 'node:crypto';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import express, { type RequestHandler } from 'express';
 import helmet from 'helmet';
 import type { AppContext } from './context.js';
-import { requestDeadline } from './abort.js';
+import type { InFlight, InFlightRequest } from './in-flight.js';
+import type { Instruments } from './metrics/instruments.js';
 import { errorHandler, ERRORS, HttpError, notFound } from './errors.js';
 import { healthRouter } from './health.js';
 import { homeRouter } from './home.js';
@@ -14,7 +15,6 @@ import { consoleRouter } from './console/routes.js';
 import { metricsRouter } from './metrics/routes.js';
 import { logLinesRouter } from './testing/log-lines.js';
 import { blockRouter } from './testing/block.js';
-import { REQUEST_DEADLINE_MS } from './timeouts.js';
 import { cookies, findSession, SESSION_COOKIE, type Session } from './console/session.js';
 
 declare global {
@@ -25,17 +25,21 @@ declare global {
       log: Logger;
       /** The console session, when the request carries a valid session cookie. */
       session?: Session;
-      /** Aborts at the request's deadline, or when its client goes away (src/abort.ts). */
-      signal: AbortSignal;
+      /** Its deadline and cancellation: aborts at the deadline, or when its client goes away (src/in-flight.ts). */
+      inFlight: InFlightRequest;
     }
   }
 }
 
 /** Looks the session up only when the cookie is there: API calls with a bearer token cost nothing. */
 function loadSession(ctx: AppContext): RequestHandler {
-  return async (req, _res, next) => {
-    if (req.headers.cookie && cookies(req)[SESSION_COOKIE]) req.session = await findSession(ctx.sequelize, req, ctx.config.ADMIN_PASSWORD);
-    next();
+  return (req, _res, next) => {
+    if (!req.headers.cookie || !cookies(req)[SESSION_COOKIE]) return next();
+    // returned: Express answers a rejection as an error
+    return findSession(ctx.sequelize, req, ctx.config.ADMIN_PASSWORD).then((session) => {
+      req.session = session;
+      next();
+    });
   };
 }
 
@@ -81,21 +85,26 @@ const API_HEADERS: ReadonlyArray<[string, string]> = [
 const JSON_PATHS = /^\/(api|healthz|readyz)(\/|\?|$)/i;
 
 /**
- * Every request: its id, its security headers, and JSON-only bodies. The id is nginx's when the
- * peer is a TRUST_PROXY one (the same across nginx's retries of one request, so a retried write is
- * stored once); any other client's X-Request-Id is ignored, or a client could make its failed logins
- * collide on one id and be counted once.
+ * Every request, in one layer (each layer a request passes costs it): its id, its security headers,
+ * its deadline, and its body, parsed as JSON for the methods that carry one. The id is nginx's when
+ * the peer is a TRUST_PROXY one (the same across nginx's retries of one request, so a retried write
+ * is stored once); any other client's X-Request-Id is ignored, or a client could make its failed
+ * logins collide on one id and be counted once.
  */
-function requestContext(trusted: TrustProxy): RequestHandler {
+function requestContext(trusted: TrustProxy, inFlight: InFlight): RequestHandler {
   const pageHeaders = documentHeaders();
+  const bodies = jsonBodies();
   return (req, res, next) => {
+    req.inFlight = inFlight.begin(res);
     const incoming = req.headers['x-request-id'];
     const believed = typeof incoming === 'string' && REQUEST_ID.test(incoming) && trusted(req.socket.remoteAddress, 0);
     req.id = believed ? incoming : crypto.randomUUID();
     res.setHeader('X-Request-Id', req.id);
-    for (const [name, value] of JSON_PATHS.test(req.url) ? API_HEADERS : pageHeaders) res.setHeader(name, value);
-    if (req.method !== 'GET' && req.method !== 'HEAD') jsonOnly(req, res, next);
-    else next();
+    const headers = JSON_PATHS.test(req.url) ? API_HEADERS : pageHeaders;
+    // indexed, not destructured: this runs for every request
+    for (let i = 0; i < headers.length; i++) res.setHeader(headers[i]![0], headers[i]![1]);
+    if (req.method === 'GET' || req.method === 'HEAD') next();
+    else bodies(req, res, next);
   };
 }
 
@@ -114,7 +123,10 @@ function lazyRequestLogger(app: express.Express, logger: Logger): void {
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
-/** JSON bodies, strict UTF-8, parsed for the methods that carry one: a GET passes no parser. */
+/**
+ * A body: JSON in strict UTF-8, or a form on the console's pages; any other media type is refused
+ * (415) before a handler sees it.
+ */
 function jsonBodies(): RequestHandler {
   const parse = express.json({
     limit: '128kb',
@@ -122,16 +134,51 @@ function jsonBodies(): RequestHandler {
       utf8.decode(buf);
     },
   });
-  return (req, res, next) => (req.method === 'GET' || req.method === 'HEAD' ? next() : parse(req, res, next));
+  return (req, res, next) => {
+    const form = req.path.startsWith('/console/') && req.is('application/x-www-form-urlencoded');
+    if (req.get('content-length') !== '0' && req.get('content-type') && !req.is('application/json') && !form) {
+      next(new HttpError(ERRORS.SITELOG_UNSUPPORTED_MEDIA_TYPE));
+    } else parse(req, res, next);
+  };
 }
 
-const jsonOnly: RequestHandler = (req, _res, next) => {
-  const hasBody = req.method !== 'GET' && req.method !== 'HEAD' && req.get('content-length') !== '0';
-  const form = req.path.startsWith('/console/') && req.is('application/x-www-form-urlencoded');
-  if (hasBody && req.get('content-type') && !req.is('application/json') && !form) {
-    next(new HttpError(ERRORS.SITELOG_UNSUPPORTED_MEDIA_TYPE));
-  } else next();
-};
+/** The paths whose handlers need the database: the database gate stands in front of them. */
+const DATABASE_PATHS = /^\/(api|console)(\/|\?|$)/i;
+
+/** The database gate for the API and the console, without mounting it (a mounted layer costs every request it passes). */
+function databaseGate(ctx: AppContext): RequestHandler {
+  const session = loadSession(ctx);
+  return (req, res, next) => {
+    if (!DATABASE_PATHS.test(req.url)) return next();
+    const refused = ctx.gate.admit(req.inFlight);
+    return refused ? next(refused) : session(req, res, next);
+  };
+}
+
+/**
+ * Every response's head: the moment its request is answered. It leaves the requests in flight, and
+ * is counted, before any byte leaves (a client that saw the answer finds it counted). Express gives
+ * each response its app's prototype (`app.response`, over http.ServerResponse's), so the hook goes
+ * there: writeHead runs once per response, once the status is final (res.end() calls it too).
+ */
+function onAnswered(app: express.Express, inFlight: InFlight, instruments: Instruments): void {
+  // called with the response as `this`, below
+  // eslint-disable-next-line @typescript-eslint/unbound-method
+  const writeHead = http.ServerResponse.prototype.writeHead as (this: http.ServerResponse, status: number, reason?: unknown, headers?: unknown) => void;
+  Object.defineProperty(app.response, 'writeHead', {
+    configurable: true,
+    // three parameters rather than a rest array: this runs for every response
+    value(this: http.ServerResponse<express.Request>, status: number, reason?: unknown, headers?: unknown) {
+      writeHead.call(this, status, reason, headers);
+      const request = this.req.inFlight;
+      if (request) {
+        inFlight.end(request);
+        instruments.observe(this.req.method, this.req, this.statusCode, (performance.now() - request.startedAt) / 1000);
+      }
+      return this;
+    },
+  });
+}
 
 /** The Express app of one process. It never listens: server.ts does. */
 export function createApp(ctx: AppContext): express.Express {
@@ -141,15 +188,14 @@ export function createApp(ctx: AppContext): express.Express {
   // own X-Forwarded-For is overwritten there.
   app.set('trust proxy', ctx.config.TRUST_PROXY);
   app.set('etag', false);
-  ctx.metrics.instruments.meter(app);
+  onAnswered(app, ctx.inFlight, ctx.metrics.instruments);
   lazyRequestLogger(app, ctx.logger);
-  app.use(requestContext(app.get('trust proxy fn') as TrustProxy));
-  app.use(requestDeadline(REQUEST_DEADLINE_MS));
-  app.use(jsonBodies());
-  // the API first: it carries the traffic, and each layer a request passes costs it
-  app.use(['/api', '/console'], ctx.gate.guard, loadSession(ctx));
-  app.use('/api/logs', logsRouter(ctx));
-  app.use('/api', instancesRouter(ctx));
+  app.use(requestContext(app.get('trust proxy fn') as TrustProxy, ctx.inFlight));
+  // the API first: it carries the traffic, and each layer a request passes costs it. Every router
+  // declares its routes' whole paths: the declared path is the metrics' route label.
+  app.use(databaseGate(ctx));
+  app.use(logsRouter(ctx));
+  app.use(instancesRouter(ctx));
   app.use(healthRouter(ctx));
   app.use(metricsRouter(ctx.metrics.host, ctx.config.METRICS_ALLOW));
   app.use(homeRouter(ctx));

@@ -2,6 +2,7 @@ import type { ErrorRequestHandler, Response } from 'express';
 import { ConnectionError, TimeoutError } from 'sequelize';
 import { ZodError } from 'zod';
 import type { Logger } from './logger.js';
+import { sendJson } from './respond.js';
 
 type Registry<T> = { readonly [C in keyof T & string]: T[C] & { readonly code: C } };
 
@@ -153,7 +154,8 @@ export function toHttpError(err: unknown): HttpError {
 
 /** An error's JSON answer: its status, its headers (Retry-After, …), its code and message. */
 export function sendHttpError(res: Response, http: HttpError): void {
-  res.status(http.status).set(http.headers).json({ error: { code: http.code, message: http.message } });
+  if (http.headers) res.set(http.headers);
+  sendJson(res, JSON.stringify({ error: { code: http.code, message: http.message } }), http.status);
 }
 
 /** The one error middleware: JSON for every failure, each logged once, no stack to the client. */

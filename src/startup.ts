@@ -21,7 +21,8 @@ import { systemLogger } from './logs/system-log.js';
 import type { Shutdown } from './shutdown.js';
 import type { StartupStep } from './startup-steps.js';
 import { hangAt } from './testing/hang.js';
-import { DATABASE_WAIT_MS, DRAIN_GRACE_MS, KEEP_ALIVE_MS } from './timeouts.js';
+import { DATABASE_WAIT_MS, DRAIN_GRACE_MS, KEEP_ALIVE_MS, REQUEST_DEADLINE_MS } from './timeouts.js';
+import { InFlight } from './in-flight.js';
 
 /**
  * Stops accepting new connections but keeps serving the kept-alive ones for a grace period, each
@@ -94,7 +95,9 @@ export async function startWebProcess(
   presence.startHeartbeat();
 
   const instruments = new Instruments(() => poolState(sequelize), () => replicas.states());
-  const gate = new DatabaseGate(config.DATABASE_URL, logger, () => instruments.gateRefusals.inc());
+  const inFlight = new InFlight(REQUEST_DEADLINE_MS);
+  shutdown.add('requests in flight', () => inFlight.stop());
+  const gate = new DatabaseGate(config.DATABASE_URL, logger, inFlight, () => instruments.gateRefusals.inc());
   shutdown.add('database gate', () => gate.stop());
   // stopped after the HTTP server (shutdown steps run newest first): its final counters are its last
   const host = new HostMetrics(path.join(config.DATA_DIR, 'metrics'), { app: config.PM2_APP, instance: config.INSTANCE, pid: process.pid }, instruments, logger);
@@ -107,6 +110,7 @@ export async function startWebProcess(
   });
   const ctx: AppContext = {
     gate,
+    inFlight,
     config,
     sequelize,
     logger,

@@ -61,7 +61,7 @@ export const LOCK_WAIT_MS = 1_000;
 export const WRITE_SLOT_WAIT_MS = POOL_ACQUIRE_MS;
 /**
  * Every request is answered within this: past it, 503 with Retry-After, and its database work is
- * cancelled (src/abort.ts). nginx's proxy_read_timeout (15 s) sits above it, so when nginx times out
+ * cancelled (src/in-flight.ts). nginx's proxy_read_timeout (15 s) sits above it, so when nginx times out
  * no worker is working on the request any more, and sending it again multiplies nothing: that is
  * a connection PM2's cluster master handed to a worker as it died, which nobody will ever read.
  */

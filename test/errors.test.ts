@@ -4,6 +4,7 @@ import path from 'node:path';
 import { describe, test } from 'node:test';
 import { ConnectionAcquireTimeoutError, ConnectionError, DatabaseError, TimeoutError, UniqueConstraintError } from 'sequelize';
 import { isRetryable } from '../src/db/database.js';
+import { envFields } from '../src/config.js';
 import { databaseTrouble, ERRORS, toHttpError } from '../src/errors.js';
 
 // The error registry against every place that answers a code, and the database classifier's rule.
@@ -20,8 +21,9 @@ function filesUnder(dir: string): string[] {
 /** Codes as a client sees them: quoted (an app literal, nginx's JSON bodies) or named through ERRORS. */
 const CODE = /(?:(['"`])(SITELOG_[A-Z_]+)\1|ERRORS\.(SITELOG_[A-Z_]+))/g;
 
+/** The codes a file names; an environment variable's name (SITELOG_HOST, …) is none, quoted or not. */
 function codesIn(file: string): string[] {
-  return [...fs.readFileSync(file, 'utf8').matchAll(CODE)].map((m) => (m[2] ?? m[3])!);
+  return [...fs.readFileSync(file, 'utf8').matchAll(CODE)].map((m) => (m[2] ?? m[3])!).filter((name) => !Object.hasOwn(envFields, name));
 }
 
 type NginxAnswer = { file: string; uri: string; status: number; code: string };

@@ -300,16 +300,16 @@ describe('database work stops when the client goes away', () => {
 describe('the request deadline', () => {
   test('when a request runs past its deadline, then it is answered 503 SITELOG_DEADLINE and its statement is cancelled', async () => {
     const express = (await import('express')).default;
-    const { requestDeadline } = await import('../src/abort.js');
+    const { InFlight } = await import('../src/in-flight.js');
     const { withConnection } = await import('../src/db/lean.js');
     const { createSequelize } = await import('../src/db/sequelize.js');
     const { errorHandler } = await import('../src/errors.js');
     const { createLogger } = await import('../src/logger.js');
     const sequelize = createSequelize(loadConfig({ DATABASE_URL: postgres.url(DB), API_TOKEN, ADMIN_PASSWORD }));
     const app = express();
-    app.use(requestDeadline(300));
+    app.use(new InFlight(300).track);
     app.get('/slow', async (req, res) => {
-      await withConnection(sequelize, (run) => run({ name: '', text: 'SELECT pg_sleep(5) AS deadline_test' }, []), req.signal);
+      await withConnection(sequelize, (run) => run({ name: '', text: 'SELECT pg_sleep(5) AS deadline_test' }, []), req.inFlight);
       res.json({ done: true });
     });
     const logged: string[] = [];

@@ -22,6 +22,7 @@ import {
   tokensEqual,
 } from './session.js';
 import { entryPage, instancesPage, loginPage, logsPage, securityPage, startsPage, type LogsView } from './pages.js';
+import type { Cancellation } from '../in-flight.js';
 
 // Same folder in src/ (tests) and for dist/ (PM2): assets are read from the sources.
 const ASSETS = path.resolve(__dirname, '..', '..', 'src', 'console', 'assets');
@@ -43,7 +44,7 @@ const loginUnrecorded = () => new HttpError(ERRORS.SITELOG_DB_UNAVAILABLE, 'the 
 const asUtc = (v: string | undefined) => (v && /^\d{4}-\d\d-\d\dT\d\d(:\d\d){1,2}$/.test(v) ? `${v}${v.length === 16 ? ':00' : ''}Z` : v);
 
 /** The log browser's data (from a read replica when there is one): a page of entries and the chart of its range, or why the filters are wrong. */
-async function logsView(sequelize: Sequelize, form: LogsForm, signal: AbortSignal): Promise<LogsView> {
+async function logsView(sequelize: Sequelize, form: LogsForm, signal: Cancellation): Promise<LogsView> {
   const filters = { stype: form.stype, q: form.q, since: asUtc(form.since), until: asUtc(form.until), before: form.before };
   const parsed = listLogsQuery.safeParse({ ...Object.fromEntries(Object.entries(filters).filter(([, v]) => v !== undefined)), limit: String(LOGS_PAGE) });
   const to = parsed.data?.until?.getTime() ?? Date.now();
@@ -170,7 +171,7 @@ export function consoleRouter(ctx: AppContext): Router {
   });
 
   router.get('/console/logs', async (req, res) => {
-    const view = await logsView(ctx.sequelize, logsForm.parse(req.query), req.signal);
+    const view = await logsView(ctx.sequelize, logsForm.parse(req.query), req.inFlight);
     res.status(view.error ? 400 : 200).type('html').send(logsPage(req.session!.csrf, view));
   });
 

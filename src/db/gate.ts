@@ -1,5 +1,5 @@
-import type { RequestHandler, Response } from 'express';
-import { databaseUnavailable, sendHttpError } from '../errors.js';
+import { databaseUnavailable, sendHttpError, type HttpError } from '../errors.js';
+import type { InFlight, InFlightRequest } from '../in-flight.js';
 import type { Logger } from '../logger.js';
 import { clientFor } from './database.js';
 
@@ -15,12 +15,12 @@ export class DatabaseGate {
   private closedSince: number | undefined;
   private probing: NodeJS.Timeout | undefined;
   private stopped = false;
-  /** Responses of requests past the guard and not answered yet. */
-  private readonly pending = new Set<Response>();
 
   constructor(
     private readonly url: string,
     private readonly logger: Logger,
+    /** The requests this process is answering: those past the guard are answered when the gate closes. */
+    private readonly inFlight: InFlight,
     /** Called for each request the closed gate answers 503 (a metric counts them). */
     private readonly onRefusal: () => void = () => undefined,
     private readonly probeEveryMs = 100,
@@ -33,7 +33,7 @@ export class DatabaseGate {
   close(reason: string): void {
     if (!this.open || this.stopped) return;
     this.closedSince = Date.now();
-    this.logger.warn({ reason, inFlight: this.pending.size }, 'database unavailable; answering 503 until it is back');
+    this.logger.warn({ reason, inFlight: this.inFlight.size }, 'database unavailable; answering 503 until it is back');
     this.schedule();
     // Still closed a moment later (the probe did not reopen it): the requests already waiting on a
     // connection that will not come are answered now, not when their pool gives up.
@@ -44,12 +44,10 @@ export class DatabaseGate {
 
   private answerPending(): void {
     const err = databaseUnavailable();
-    for (const res of this.pending) {
-      if (res.headersSent) continue;
+    for (const res of [...this.inFlight.waitingOnDatabase()]) {
       this.onRefusal();
       sendHttpError(res, err);
     }
-    this.pending.clear();
   }
 
   private schedule(): void {
@@ -72,20 +70,19 @@ export class DatabaseGate {
   }
 
   /**
-   * Middleware for routes that need the database. A request already past it when the gate closes
-   * (waiting on a connection that will not come) is answered 503 shortly after, unless the gate
-   * reopened meanwhile; writes are idempotent by key, so a client's retry never doubles one that
-   * did commit.
+   * Lets a request that needs the database in, or refuses it (the error to answer) while the gate
+   * is closed. A request already let in when the gate closes (waiting on a connection that will not
+   * come) is answered 503 shortly after, unless the gate reopened meanwhile; writes are idempotent
+   * by key, so a client's retry never doubles one that did commit.
    */
-  readonly guard: RequestHandler = (_req, res, next) => {
+  admit(request: InFlightRequest): HttpError | undefined {
     if (!this.open) {
       this.onRefusal();
-      return next(databaseUnavailable());
+      return databaseUnavailable();
     }
-    this.pending.add(res);
-    res.once('close', () => this.pending.delete(res));
-    next();
-  };
+    request.needsDatabase = true;
+    return undefined;
+  }
 
   stop(): void {
     this.stopped = true;

@@ -4,6 +4,7 @@ import type pg from 'pg';
 import { ConnectionAcquireTimeoutError, type Sequelize } from 'sequelize';
 import { WRITE_SLOT_WAIT_MS } from '../timeouts.js';
 import { Slots } from './slots.js';
+import type { Cancellation } from '../in-flight.js';
 
 /**
  * The one way sitelog runs SQL: a feature's queries module names its statements, and a runner
@@ -48,7 +49,7 @@ export class WorkAbandoned extends Error {}
  * its deadline passed), the statement running then is cancelled, and no further one starts: a slow
  * read stops costing the database anything once nobody waits for it.
  */
-export async function withConnection<T>(sequelize: Sequelize, work: (run: Run) => Promise<T>, signal?: AbortSignal): Promise<T> {
+export async function withConnection<T>(sequelize: Sequelize, work: (run: Run) => Promise<T>, signal?: Cancellation): Promise<T> {
   const client = (await sequelize.connectionManager.getConnection({ type: 'write' })) as PooledClient;
   return onLent(
     client,
@@ -69,7 +70,7 @@ export async function withConnection<T>(sequelize: Sequelize, work: (run: Run) =
 export async function onLent<T>(
   client: pg.Client,
   work: (run: Run) => Promise<T>,
-  signal: AbortSignal | undefined,
+  signal: Cancellation | undefined,
   release: (reusable: boolean) => void,
   named = true,
 ): Promise<T> {

@@ -7,6 +7,7 @@ import { REPLICA_CONNECT_TIMEOUT_MS, REPLICA_MAX_LAG_MS, STATEMENT_TIMEOUT_MS } 
 import { clientFor, NoAnswer, within } from './database.js';
 import { onLent, runOn, withConnection, WorkAbandoned, type Run, type Statement } from './lean.js';
 import { Slots } from './slots.js';
+import type { Cancellation } from '../in-flight.js';
 
 // Reads that need not see their own writes (the log list, the log browser) on the streaming
 // replicas of DATABASE_READ_URLS. Not Sequelize's `replication` option: its read pool neither retries
@@ -196,7 +197,7 @@ class Replica {
   };
 
   /** `work` on a connection of this replica's pool. */
-  async read<T>(work: (run: Run) => Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  async read<T>(work: (run: Run) => Promise<T>, signal: Cancellation | undefined): Promise<T> {
     await this.slots.take();
     try {
       let client: pg.PoolClient;
@@ -366,7 +367,7 @@ export function startReplicas(sequelize: Sequelize, config: Pick<Config, 'DATABA
  * primary (withConnection) when none is, or when the replica fails it for a reason of its own
  * (replicaFailure). Without replicas, exactly withConnection.
  */
-export async function withReadConnection<T>(sequelize: Sequelize, work: (run: Run) => Promise<T>, signal?: AbortSignal): Promise<T> {
+export async function withReadConnection<T>(sequelize: Sequelize, work: (run: Run) => Promise<T>, signal?: Cancellation): Promise<T> {
   const replica = replicasByPool.get(sequelize)?.pick();
   if (!replica) return withConnection(sequelize, work, signal);
   try {

@@ -12,14 +12,14 @@ const startsQuery = z.strictObject({
 
 export function instancesRouter(ctx: AppContext): Router {
   const router = Router();
-  router.get('/instances', ctx.auth.reader, async (_req, res) => {
+  router.get('/api/instances', ctx.auth.reader, async (_req, res) => {
     res.json({ items: await withConnection(ctx.sequelize, liveInstances) });
   });
   // this host's instances as they run: the live console's charts (no database: a socket per process)
-  router.get('/instances/live', ctx.auth.reader, async (_req, res) => {
+  router.get('/api/instances/live', ctx.auth.reader, async (_req, res) => {
     res.json(liveView(ctx.config.SITELOG_HOST, await ctx.metrics.host.liveSamples()));
   });
-  router.get('/starts', ctx.auth.reader, async (req, res) => {
+  router.get('/api/starts', ctx.auth.reader, async (req, res) => {
     const query = startsQuery.parse(req.query);
     res.json({ items: await withConnection(ctx.sequelize, (run) => startHistory(run, query)) });
   });

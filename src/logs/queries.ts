@@ -6,6 +6,7 @@ import type { CreateLogBody, ListLogsQuery } from './schema.js';
 import { decodeCursor, encodeCursor } from './schema.js';
 import type { LogEntry, Stype } from './model.js';
 import { badRequest, ERRORS } from '../errors.js';
+import type { Cancellation } from '../in-flight.js';
 
 // Every statement on system_logs, run by db/lean.ts's runner: on Sequelize's pool for requests, on
 // a process's liveness connection for the startup log; the list, which need not see a write of a
@@ -62,7 +63,7 @@ export function listLogsStatement(query: ListLogsQuery): { statement: Statement;
 
 type PageRow = { timestamp: string; id: string; entry: EntryJson };
 
-export async function listLogs(sequelize: Sequelize, query: ListLogsQuery, signal?: AbortSignal): Promise<LogPage> {
+export async function listLogs(sequelize: Sequelize, query: ListLogsQuery, signal?: Cancellation): Promise<LogPage> {
   const { statement, values } = listLogsStatement(query);
   const rows = await withReadConnection(sequelize, (run) => run<PageRow>(statement, values), signal);
   const last = rows.length > query.limit ? rows[query.limit - 1] : undefined;
@@ -73,7 +74,7 @@ type EntryRow = { entry: EntryJson };
 
 const GET_LOG: Statement = { name: 'sitelog-log-by-id', text: `SELECT ${ENTRY} WHERE l.id = $1` };
 
-export async function getLog(sequelize: Sequelize, id: string, signal?: AbortSignal): Promise<EntryJson | undefined> {
+export async function getLog(sequelize: Sequelize, id: string, signal?: Cancellation): Promise<EntryJson | undefined> {
   const [row] = await withConnection(sequelize, (run) => run<EntryRow>(GET_LOG, [id]), signal);
   return row?.entry;
 }

@@ -1,5 +1,6 @@
 import { Router } from 'express';
 import type { AppContext } from '../context.js';
+import { sendJson } from '../respond.js';
 import { badRequest, ERRORS, notFound, unprocessableContent } from '../errors.js';
 import { createLog, getLog, listLogs, pageJson } from './queries.js';
 import { createLogBody, idempotencyKey, listLogsQuery, logId } from './schema.js';
@@ -7,18 +8,18 @@ import { createLogBody, idempotencyKey, listLogsQuery, logId } from './schema.js
 export function logsRouter(ctx: AppContext): Router {
   const router = Router();
 
-  router.get('/', ctx.auth.reader, async (req, res) => {
-    res.type('json').send(pageJson(await listLogs(ctx.sequelize, listLogsQuery.parse(req.query), req.signal)));
+  router.get('/api/logs', ctx.auth.reader, async (req, res) => {
+    sendJson(res, pageJson(await listLogs(ctx.sequelize, listLogsQuery.parse(req.query), req.inFlight)));
   });
 
-  router.get('/:id', ctx.auth.reader, async (req, res) => {
+  router.get('/api/logs/:id', ctx.auth.reader, async (req, res) => {
     const id = logId.safeParse(req.params['id']);
-    const entry = id.success ? await getLog(ctx.sequelize, id.data, req.signal) : undefined;
+    const entry = id.success ? await getLog(ctx.sequelize, id.data, req.inFlight) : undefined;
     if (!entry) throw notFound(`no log entry ${JSON.stringify(String(req.params['id']).slice(0, 40))}`);
-    res.type('json').send(entry);
+    sendJson(res, entry);
   });
 
-  router.post('/', ctx.auth.token, async (req, res) => {
+  router.post('/api/logs', ctx.auth.token, async (req, res) => {
     const body = createLogBody.parse(req.body ?? {});
     const clientKey = req.get('idempotency-key');
     if (clientKey !== undefined && !idempotencyKey.safeParse(clientKey).success) throw badRequest(ERRORS.SITELOG_BAD_IDEMPOTENCY_KEY);
@@ -33,13 +34,13 @@ export function logsRouter(ctx: AppContext): Router {
     if (!stored.created && (stored.stype !== body.stype || stored.description !== body.description)) {
       throw unprocessableContent(ERRORS.SITELOG_IDEMPOTENCY_KEY_REUSED);
     }
-    res.status(201).set('Location', `/api/logs/${stored.id}`);
+    res.setHeader('Location', `/api/logs/${stored.id}`);
     if (stored.created) ctx.metrics.instruments.entriesStored.inc();
     else {
       ctx.metrics.instruments.idempotentReplays.inc();
-      res.set('Idempotent-Replayed', 'true');
+      res.setHeader('Idempotent-Replayed', 'true');
     }
-    res.type('json').send(stored.entry);
+    sendJson(res, stored.entry, 201);
   });
 
   return router;

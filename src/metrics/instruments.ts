@@ -1,6 +1,5 @@
-import http from 'node:http';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import type { Express, Request } from 'express';
+import type { Request } from 'express';
 import client from 'prom-client';
 import type { ReplicaState } from '../db/replicas.js';
 import type { PoolState } from '../db/sequelize.js';
@@ -40,31 +39,11 @@ type Series = { count: { inc(): void }; duration: { observe(seconds: number): vo
 const DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
 /**
- * The route a request matched, as declared (`/api/logs/:id`): Express sets `req.route` when it
- * dispatches to a route, while `req.baseUrl` is still the router's mount path; by the time an error
- * handler answers, the router has restored `baseUrl`. So the label is taken at that moment.
+ * The route a request matched, as declared (`/api/logs/:id`: every router declares its routes' whole
+ * paths, app.ts), which Express leaves on the request once it dispatched to it; a request that
+ * matched no route: 404s by name, the rest (static files, early refusals) together.
  */
-function labelRoutes(request: object): void {
-  const ROUTE = Symbol('route');
-  Object.defineProperty(request, 'route', {
-    configurable: true,
-    get(this: Record<symbol, unknown>) {
-      return this[ROUTE];
-    },
-    set(this: Request & Record<symbol, unknown> & { routeLabel?: string }, route: { path?: unknown } | undefined) {
-      this[ROUTE] = route;
-      if (route && typeof route.path === 'string') this.routeLabel = joinRoute(this.baseUrl, route.path);
-    },
-  });
-}
-
-function joinRoute(base: string, path: string): string {
-  const joined = `${base}${path === '/' ? '' : path}`;
-  return joined === '' ? '/' : joined;
-}
-
-/** A request that matched no route: 404s by name, the rest (static files, early refusals) together. */
-const routeOf = (req: { routeLabel?: string }, status: number) => req.routeLabel ?? (status === 404 ? 'unmatched' : 'other');
+const routeOf = (req: Request, status: number) => (req.route as { path?: string } | undefined)?.path ?? (status === 404 ? 'unmatched' : 'other');
 
 export class Instruments {
   readonly registry = new client.Registry();
@@ -151,7 +130,7 @@ export class Instruments {
   }
 
   /** Counts a response when its head is written, so a client that saw it finds it counted. */
-  observe(method: string, req: { routeLabel?: string }, status: number, seconds: number): void {
+  observe(method: string, req: Request, status: number, seconds: number): void {
     const route = routeOf(req, status);
     const { count, duration } = this.series(method, route, status);
     count.inc();
@@ -172,33 +151,6 @@ export class Instruments {
       this.children.set(key, series);
     }
     return series;
-  }
-
-  /**
-   * Times and counts every response of `app`. Express gives each response its app's prototype
-   * (`app.response`, over http.ServerResponse's), so the count goes there: in writeHead, once the
-   * status is final (res.end() without it calls writeHead too) and before any byte leaves.
-   */
-  meter(app: Express): void {
-    // eslint-disable-next-line @typescript-eslint/no-this-alias
-    const instruments = this;
-    labelRoutes(app.request);
-    type Metered = http.ServerResponse & { startedAt?: number; counted?: boolean };
-    Object.defineProperty(app.response, 'writeHead', {
-      configurable: true,
-      value(this: Metered, ...args: unknown[]) {
-        http.ServerResponse.prototype.writeHead.apply(this, args as Parameters<http.ServerResponse['writeHead']>);
-        if (!this.counted && this.startedAt !== undefined) {
-          this.counted = true;
-          instruments.observe(this.req.method ?? 'GET', this.req as { routeLabel?: string }, this.statusCode, (performance.now() - this.startedAt) / 1000);
-        }
-        return this;
-      },
-    });
-    app.use((_req, res: Metered, next) => {
-      res.startedAt = performance.now();
-      next();
-    });
   }
 
   /** Starts the samples of the live console (one every SAMPLE_EVERY_MS). */
