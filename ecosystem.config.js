@@ -18,9 +18,9 @@ const web = {
   instances: 2,
   // Ready means: database reached, migrations run, startup log written, listening (src/server.ts).
   wait_ready: true,
-  // Above the startup deadline, so that a stuck instance is killed (and restarted) by its watchdog
-  // before PM2 stops waiting: in cluster mode PM2 then only moves on, and in a reload it would stop
-  // the old instance while the new one is still stuck.
+  // Above the startup deadline, so that a stuck instance is killed, named, by its watchdog before PM2
+  // stops waiting (in cluster mode PM2 then only moves on). The restart gets the 15 s left: enough
+  // when the cause has passed; in a reload, PM2 stops the old instance at this bound either way.
   listen_timeout: STARTUP_DEADLINE_MS + 15_000,
   kill_timeout: SHUTDOWN_MS + 2_000,
   // 78 = configuration error: restarting cannot fix it, so PM2 leaves it stopped. (No restart

@@ -143,13 +143,14 @@ function jsonBodies(): RequestHandler {
 }
 
 /** The paths whose handlers need the database: the database gate stands in front of them. */
-const DATABASE_PATHS = /^\/(api|console)(\/|\?|$)/i;
+const DATABASE_PATHS = /^\/(api|console)(\/|$)/i;
 
 /** The database gate for the API and the console, without mounting it (a mounted layer costs every request it passes). */
 function databaseGate(ctx: AppContext): RequestHandler {
   const session = loadSession(ctx);
   return (req, res, next) => {
-    if (!DATABASE_PATHS.test(req.url)) return next();
+    // the path as Express routes it (a request-target in absolute form too), not the raw URL
+    if (!DATABASE_PATHS.test(req.path)) return next();
     const refused = ctx.gate.admit(req.inFlight);
     return refused ? next(refused) : session(req, res, next);
   };

@@ -100,9 +100,11 @@ export class InFlight {
     next();
   };
 
-  /** The responses of requests past the database gate and not answered yet. */
+  /** The responses of requests past the database gate, not answered yet, whose clients still wait. */
   *waitingOnDatabase(): Iterable<Response> {
-    for (const request of this.requests) if (request.needsDatabase && !request.res.headersSent) yield request.res;
+    for (const request of this.requests) {
+      if (request.needsDatabase && !request.res.headersSent && !request.res.destroyed) yield request.res;
+    }
   }
 
   get size(): number {

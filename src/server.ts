@@ -3,7 +3,7 @@ import { FatalDatabaseError, PoolBudgetError } from './db/database.js';
 import { captureStdout, createLogger, flushed } from './logger.js';
 import { Shutdown } from './shutdown.js';
 import { startWebProcess } from './startup.js';
-import { STARTUP_STEPS } from './startup-steps.js';
+import { STARTUP_STEPS, UNBOUNDED_STEPS } from './startup-steps.js';
 import { SHUTDOWN_MS } from './timeouts.js';
 import { armWatchdog } from './watchdog.js';
 
@@ -24,7 +24,7 @@ async function main(): Promise<void> {
   const startup = armWatchdog(logger, {
     logFile: config.PM2_OUT_LOG,
     base: { host: config.SITELOG_HOST, instance: config.INSTANCE, pid: process.pid },
-    startup: { steps: STARTUP_STEPS, deadlineMs: config.STARTUP_DEADLINE_MS },
+    startup: { steps: STARTUP_STEPS, unbounded: UNBOUNDED_STEPS, deadlineMs: config.STARTUP_DEADLINE_MS },
   });
   const shutdown = new Shutdown(logger, SHUTDOWN_MS);
   // a shutdown during startup has its own bound (SHUTDOWN_MS); the deadline would only misname it

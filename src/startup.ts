@@ -84,7 +84,7 @@ export async function startWebProcess(
   logger.debug(budget, 'pool budget fits');
 
   await step('migrations');
-  await migrate(config.DATABASE_DIRECT_URL, liveness, logger);
+  await migrate(config.DATABASE_DIRECT_URL, liveness, logger, () => step('applying migrations'));
   if (config.DATABASE_POOLED) await setPooledDefaults(liveness, { pooled: config.DATABASE_URL, direct: config.DATABASE_DIRECT_URL }, logger);
   // stopped after the HTTP drain (shutdown steps run newest first): reads in flight finish on them
   const replicas = startReplicas(sequelize, config, logger);

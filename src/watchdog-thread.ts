@@ -46,6 +46,8 @@ const LEAVE_MS = 250;
 let lastBeats = Atomics.load(slots, HEARTBEAT);
 let lastCheck = performance.now();
 let stalledMs = 0;
+/** Startup time spent in steps the deadline does not bound (UNBOUNDED_STEPS, src/startup-steps.ts). */
+let unboundedMs = 0;
 
 /** The line, then out of the cluster, then SIGKILL. */
 function kill(line: string): void {
@@ -63,10 +65,11 @@ const checks = setInterval(() => {
   const step = Atomics.load(slots, STEP);
   if (step !== STARTUP_OVER && data.startup) {
     // starting: the loop may pause (module loading, migrations); only the deadline counts
+    if (data.startup.unbounded.includes(step)) unboundedMs += now - lastCheck;
     lastBeats = current;
     lastCheck = now;
     const startupMs = Math.round(performance.timeOrigin + now - data.startup.processStart);
-    if (startupMs < data.startup.deadlineMs) return;
+    if (startupMs - unboundedMs < data.startup.deadlineMs) return;
     kill(startupFatalLine(data.base, data.startup.steps[step] ?? String(step), startupMs, new Date()));
     return;
   }

@@ -35,7 +35,7 @@ export type WatchdogData = {
   /** This process's end of its IPC channel to the cluster master (PM2's daemon), when it has one. */
   ipcFd: number | undefined;
   /** The startup's steps and deadline; `processStart`: the main thread's performance.timeOrigin (a thread may have its own). */
-  startup: { steps: readonly string[]; deadlineMs: number; processStart: number } | undefined;
+  startup: { steps: readonly string[]; unbounded: readonly number[]; deadlineMs: number; processStart: number } | undefined;
 };
 
 /**
@@ -88,14 +88,19 @@ export type StartupWatch<S extends string> = {
  */
 export function armWatchdog<S extends string>(
   logger: Logger,
-  opts: { logFile: string | undefined; base: LogBase; startup?: { steps: readonly S[]; deadlineMs: number } },
+  opts: { logFile: string | undefined; base: LogBase; startup?: { steps: readonly S[]; unbounded?: readonly S[]; deadlineMs: number } },
 ): StartupWatch<S> {
   const shared = new SharedArrayBuffer(2 * Int32Array.BYTES_PER_ELEMENT);
   const slots = new Int32Array(shared);
   Atomics.store(slots, STEP, opts.startup ? 0 : STARTUP_OVER);
+  let over = !opts.startup;
   const watch: StartupWatch<S> = {
-    step: (name) => void (opts.startup && Atomics.store(slots, STEP, opts.startup.steps.indexOf(name))),
-    over: () => void Atomics.store(slots, STEP, STARTUP_OVER),
+    // once over (ready, or a shutdown began while starting), a step still reached must not bring the deadline back
+    step: (name) => void (opts.startup && !over && Atomics.store(slots, STEP, opts.startup.steps.indexOf(name))),
+    over: () => {
+      over = true;
+      Atomics.store(slots, STEP, STARTUP_OVER);
+    },
   };
   if (inspector.url()) {
     logger.warn('the inspector is open: no watchdog, a blocked event loop or a stuck startup is not killed');
@@ -104,7 +109,12 @@ export function armWatchdog<S extends string>(
   // twice per check, so that a loop merely busy (a timer late by a few hundred ms) never misses one
   setInterval(() => Atomics.add(slots, HEARTBEAT, 1), WATCHDOG_CHECK_MS / 2).unref();
   const ipcFd = (process.channel as { fd?: number } | undefined)?.fd;
-  const startup = opts.startup && { steps: opts.startup.steps, deadlineMs: opts.startup.deadlineMs, processStart: performance.timeOrigin };
+  const startup = opts.startup && {
+    steps: opts.startup.steps,
+    unbounded: (opts.startup.unbounded ?? []).map((name) => opts.startup!.steps.indexOf(name)),
+    deadlineMs: opts.startup.deadlineMs,
+    processStart: performance.timeOrigin,
+  };
   const workerData: WatchdogData = { shared, blockedMs: WATCHDOG_BLOCKED_MS, checkMs: WATCHDOG_CHECK_MS, ipcFd, logFile: opts.logFile, base: opts.base, startup };
   const thread = new Worker(path.join(__dirname, 'watchdog-thread.js'), { ...THREAD_OPTIONS, workerData });
   // the process's life is the main thread's: exiting never waits for the watchdog

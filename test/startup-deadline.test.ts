@@ -117,6 +117,22 @@ describe('a web process whose startup hangs', { timeout: 180_000 }, () => {
     assert.deepEqual([ended.code, ended.signal], [0, null], ended.stderr);
   });
 
+  test('when a pending migration takes longer than the deadline, then the process is not killed: applying migrations is not bounded', async (t) => {
+    // a database of its own, made and migrated by this start: the one start that applies migrations
+    const web = webProcess(await env({ DATABASE_URL: postgres.url('sitelog_unbounded'), SITELOG_TEST_STARTUP_HANG: 'await:applying migrations' }));
+    children.push(web.child);
+    await waitFor('the deadline passed twice over, the process alive', () => {
+      if (web.child.exitCode !== null || web.child.signalCode !== null) throw new Error(`exited: ${web.child.exitCode ?? web.child.signalCode}\n${web.stderr()}`);
+      return web.elapsedMs() > 2 * KILLED_BY_MS;
+    }, { timeoutMs: 2 * KILLED_BY_MS + 1_000 });
+    t.diagnostic(`alive ${Math.round(web.elapsedMs())} ms into its start (deadline ${DEADLINE_MS} ms)`);
+    assert.equal(web.isReady(), false);
+    web.child.kill('SIGINT');
+    const ended = await web.ended;
+    assert.notEqual(ended.signal, 'SIGKILL', ended.stderr);
+    assert.doesNotMatch(ended.stderr, /startup_deadline/);
+  });
+
   test('when its event loop blocks for good in the startup log step, then the watchdog kills it within the deadline, naming the step', async (t) => {
     const web = webProcess(await env({ SITELOG_TEST_STARTUP_HANG: 'block:startup log' }));
     children.push(web.child);

@@ -64,10 +64,12 @@ export function createMigrator(sequelize: Sequelize, logger?: Logger) {
  * to take the session advisory lock migrates, the others wait on it and then find nothing pending.
  * Both the lock and the migrations are on PostgreSQL itself (`directUrl`), never through PgBouncer.
  */
-export async function migrate(directUrl: string, lockClient: pg.Client, logger: Logger): Promise<string[]> {
+export async function migrate(directUrl: string, lockClient: pg.Client, logger: Logger, onPending: () => Promise<void> | void = () => undefined): Promise<string[]> {
   // Up to date (every start after the first): nothing to lock for. Migrations only ever get added,
   // so a pending one seen here is still checked under the lock by umzug itself.
   if ((await pendingMigrations(lockClient)).length === 0) return [];
+  // from here it may take long: waiting for another instance's migrations, or running them
+  await onPending();
   await lockClient.query('SELECT pg_advisory_lock($1)', [LOCK_MIGRATIONS]);
   const sequelize = createMigrationSequelize(directUrl);
   try {

@@ -5,6 +5,7 @@ import { loadOrCreateSecrets } from '../secrets.js';
 import { pm2 as cli, withPm2, type Pm2Api } from './pm2.js';
 import { NotReady, waitForApps } from './readiness.js';
 import { localStack, type LocalStack } from './stack.js';
+import { STARTUP_DEADLINE_MS } from '../timeouts.js';
 
 // `npm start`: the whole local stack under PM2, returning once every instance is ready. Running it
 // again while the stack is up reloads web (zero downtime) instead of starting twice. When an app
@@ -13,8 +14,12 @@ import { localStack, type LocalStack } from './stack.js';
 
 const out = (line: string) => process.stdout.write(`${line}\n`);
 
-/** A first start that takes longer than this is reported as stuck (initdb takes a few seconds). */
-const READY_WITHIN_MS = 120_000;
+/**
+ * A first start that takes longer than this is reported as stuck (initdb takes a few seconds): past
+ * the startup deadline, so that an instance the watchdog killed there has been restarted and had
+ * time to come up before npm start gives up.
+ */
+const READY_WITHIN_MS = STARTUP_DEADLINE_MS + 60_000;
 
 /**
  * Stops the apps and makes sure they stay stopped: a stop that lands while PM2 is relaunching a
