@@ -3,6 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { connectWithRetry } from '../db/database.js';
 import { runOn, type Run } from '../db/lean.js';
 import type { Logger } from '../logger.js';
+import { DATABASE_WAIT_MS } from '../timeouts.js';
 import { heartbeat, leave, register, retakeLiveness, type Announcement, type Identity } from './queries.js';
 
 /**
@@ -68,7 +69,7 @@ export class Presence {
   private async reconnect(): Promise<void> {
     while (!this.closed) {
       try {
-        const client = await connectWithRetry(this.url, 'sitelog-liveness', this.logger, { timeoutMs: 60_000 });
+        const client = await connectWithRetry(this.url, 'sitelog-liveness', this.logger, { timeoutMs: DATABASE_WAIT_MS });
         if (this.closed) {
           await client.end();
           return;
