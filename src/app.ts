@@ -82,7 +82,7 @@ const API_HEADERS: ReadonlyArray<[string, string]> = [
 ];
 
 /** The JSON-only paths: the API and the probes, in any case (routing is not case-sensitive). */
-const JSON_PATHS = /^\/(api|healthz|readyz)(\/|\?|$)/i;
+const JSON_PATHS = /^\/(api|healthz|readyz)(\/|$)/i;
 
 /**
  * Every request, in one layer (each layer a request passes costs it): its id, its security headers,
@@ -100,7 +100,7 @@ function requestContext(trusted: TrustProxy, inFlight: InFlight): RequestHandler
     const believed = typeof incoming === 'string' && REQUEST_ID.test(incoming) && trusted(req.socket.remoteAddress, 0);
     req.id = believed ? incoming : crypto.randomUUID();
     res.setHeader('X-Request-Id', req.id);
-    const headers = JSON_PATHS.test(req.url) ? API_HEADERS : pageHeaders;
+    const headers = JSON_PATHS.test(req.path) ? API_HEADERS : pageHeaders;
     // indexed, not destructured: this runs for every request
     for (let i = 0; i < headers.length; i++) res.setHeader(headers[i]![0], headers[i]![1]);
     if (req.method === 'GET' || req.method === 'HEAD') next();
@@ -149,7 +149,6 @@ const DATABASE_PATHS = /^\/(api|console)(\/|$)/i;
 function databaseGate(ctx: AppContext): RequestHandler {
   const session = loadSession(ctx);
   return (req, res, next) => {
-    // the path as Express routes it (a request-target in absolute form too), not the raw URL
     if (!DATABASE_PATHS.test(req.path)) return next();
     const refused = ctx.gate.admit(req.inFlight);
     return refused ? next(refused) : session(req, res, next);
@@ -174,7 +173,7 @@ function onAnswered(app: express.Express, inFlight: InFlight, instruments: Instr
       const request = this.req.inFlight;
       if (request) {
         inFlight.end(request);
-        instruments.observe(this.req.method, this.req, this.statusCode, (performance.now() - request.startedAt) / 1000);
+        instruments.observe(this.req, this.statusCode, (performance.now() - request.startedAt) / 1000);
       }
       return this;
     },

@@ -25,10 +25,7 @@ export class InFlightRequest implements Cancellation {
   readonly startedAt = performance.now();
   private listeners: Array<() => void> = [];
 
-  constructor(
-    readonly res: Response,
-    readonly deadline: number,
-  ) {}
+  constructor(readonly res: Response) {}
 
   addEventListener(_type: 'abort', listener: () => void): void {
     this.listeners.push(listener);
@@ -67,7 +64,7 @@ export class InFlight {
 
   /** Starts one request's record: `req.inFlight`. */
   begin(res: Response): InFlightRequest {
-    const request = new InFlightRequest(res, performance.now() + this.deadlineMs);
+    const request = new InFlightRequest(res);
     this.requests.add(request);
     return request;
   }
@@ -85,7 +82,7 @@ export class InFlight {
         // its client went away: nobody waits for its work any more
         this.requests.delete(request);
         request.abort();
-      } else if (now >= request.deadline) {
+      } else if (now - request.startedAt >= this.deadlineMs) {
         // answered first: work told of the abort may answer too, and only one answer can go
         sendHttpError(res, new HttpError(ERRORS.SITELOG_DEADLINE, undefined, { 'Retry-After': '1' }));
         this.requests.delete(request);

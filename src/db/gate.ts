@@ -19,7 +19,7 @@ export class DatabaseGate {
   constructor(
     private readonly url: string,
     private readonly logger: Logger,
-    /** The requests this process is answering: those past the guard are answered when the gate closes. */
+    /** The requests this process is answering: those it let in are answered when it closes. */
     private readonly inFlight: InFlight,
     /** Called for each request the closed gate answers 503 (a metric counts them). */
     private readonly onRefusal: () => void = () => undefined,

@@ -130,9 +130,9 @@ export class Instruments {
   }
 
   /** Counts a response when its head is written, so a client that saw it finds it counted. */
-  observe(method: string, req: Request, status: number, seconds: number): void {
+  observe(req: Request, status: number, seconds: number): void {
     const route = routeOf(req, status);
-    const { count, duration } = this.series(method, route, status);
+    const { count, duration } = this.series(req.method, route, status);
     count.inc();
     duration.observe(seconds);
     this.interval.add(status, seconds * 1000);
