@@ -3,7 +3,7 @@
 // processes make what they need when they start (secrets, nginx's config).
 require('./src/ops/build-check.cjs').assertBuilt();
 const { SHUTDOWN_MS, STARTUP_DEADLINE_MS } = require('./dist/timeouts.js');
-const { localStack, pm2Invocation, productionWeb } = require('./dist/ops/stack.js');
+const { localStack, logrotateApp, pm2Invocation, productionWeb } = require('./dist/ops/stack.js');
 
 // `pm2 reload ecosystem.config.js` declares web alone: PM2 would restart the fork-mode apps (the
 // database, nginx). The one place that reads PM2's argv, and why: src/ops/stack.ts.
@@ -39,8 +39,9 @@ const web = {
 const apps = [web];
 
 if (production) {
-  // nginx and PostgreSQL are system services there (deploy/); the environment comes from the
-  // shell or deploy/deploy.sh, and the instances validate all of it at startup. deploy.sh runs each
+  // Only web runs from this file there (SPEC): nginx and PostgreSQL are system services (deploy/),
+  // and deploy/deploy.sh starts the log rotation from deploy/logrotate.config.js. The environment
+  // comes from the shell or deploy/deploy.sh, and the instances validate all of it at startup. deploy.sh runs each
   // release as an app of its own, web-blue or web-green (SITELOG_SLOT), on a port of its own, and
   // moves nginx to it once it is ready: a release that cannot start never takes traffic.
   Object.assign(web, productionWeb(process.env));
@@ -85,22 +86,10 @@ if (!production) {
       env: local.env,
     });
   }
-}
-
-// Renames PM2's log files past LOG_ROTATE_MAX_SIZE and has PM2 reopen them, losing no line
-// (src/ops/log-rotation.ts, docs/log-rotation.md). Not on a reload, which declares web alone.
-if (!reloading) {
-  apps.push({
-    name: 'logrotate',
-    namespace: 'sitelog',
-    script: 'dist/ops/logrotate.js',
-    cwd: __dirname,
-    exec_mode: 'fork',
-    stop_exit_codes: [78],
-    time: true,
-    // PM2's API would print "Reloading all logs..." at every reopen
-    env: { PM2_SILENT: 'true' },
-  });
+  // Renames PM2's log files past LOG_ROTATE_MAX_SIZE and has PM2 reopen them, losing no line
+  // (src/ops/log-rotation.ts, docs/log-rotation.md). Not on a reload, which declares web alone. In
+  // production deploy/deploy.sh runs it from deploy/logrotate.config.js.
+  if (!reloading) apps.push(logrotateApp(__dirname));
 }
 
 module.exports = {

@@ -141,7 +141,8 @@ grep -qx "$candidate" <<<"$apps" && pm2_app delete "$candidate" >/dev/null
 log "starting $short as $candidate on port $new_port"
 started=$SECONDS
 start_log=$(mktemp)
-# --only: the release's logrotate app replaces the live one's in step 7, once the release is committed
+# --only: the slot's app alone (in production the file declares nothing else; the log rotation is
+# started from deploy/logrotate.config.js in step 7, once the release is committed)
 (cd "$release" && with_env as_app env PORT="$new_port" SITELOG_SLOT="$new" "$PM2" start ecosystem.config.js --env production --update-env --only "$candidate" >"$start_log" 2>&1) &
 starting=$!
 if ! (cd "$release" && with_env as_app node dist/ops/wait-ready.js --app "$candidate" --url "http://127.0.0.1:$new_port/readyz" --timeout "$CHECK_SECONDS"); then
@@ -239,7 +240,7 @@ candidate=""
 # the log rotation (rename, then PM2 reopens: docs/log-rotation.md) runs from the live release:
 # started anew, since a restart would keep the old release's folder, which step 8 deletes in time
 pm2_app delete logrotate >/dev/null 2>&1 || true
-(cd "$release" && with_env as_app "$PM2" start ecosystem.config.js --env production --only logrotate >/dev/null)
+(cd "$release" && with_env as_app "$PM2" start deploy/logrotate.config.js >/dev/null)
 # what `pm2 resurrect` brings back at boot (provision.sh's pm2-<user>.service): this release's apps
 pm2_app save --force >/dev/null
 log "$short is live (deploy took $SECONDS s)"

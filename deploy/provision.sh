@@ -145,7 +145,7 @@ else
   did "pm2 $pm2_version in $PM2_DIR"
 fi
 PM2="$PM2_DIR/node_modules/.bin/pm2"
-# Log rotation is each release's logrotate app (ecosystem.config.js, started by deploy.sh): it renames
+# Log rotation is each release's logrotate app (deploy/logrotate.config.js, started by deploy.sh): it renames
 # a file past LOG_ROTATE_MAX_SIZE and has PM2 reopen it, losing no line. pm2-logrotate, which earlier
 # provisions installed, copies then truncates (what is written in between is lost): it goes.
 if [ -d "$PM2_HOME_DIR/modules/pm2-logrotate" ]; then

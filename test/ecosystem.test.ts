@@ -28,14 +28,23 @@ describe("PM2's command, as the ecosystem file reads it", () => {
     });
   }
 
+  /** The apps a PM2 command declares when it evaluates `file` (PROXY_PORT=0: no nginx). */
+  const declared = async (file: string, ...args: string[]) => {
+    const argv = ['node', 'pm2', ...args, file];
+    const script = `process.argv = ${JSON.stringify(argv)}; console.log(JSON.stringify(require('./${file}').apps.map((a) => a.name)))`;
+    const env = { PATH: process.env['PATH'], HOME: process.env['HOME'], DATA_DIR: '/nonexistent/sitelog-ecosystem-test', PROXY_PORT: '0' };
+    const { stdout } = await promisify(execFile)(process.execPath, ['-e', script], { cwd: ROOT, env });
+    return JSON.parse(stdout) as string[];
+  };
+
   test('when the file is evaluated for a local reload, then it declares web alone; for a start, web, the database and the log rotation (PROXY_PORT=0: no nginx)', async () => {
-    const apps = async (command: string) => {
-      const script = `process.argv = ['node', 'pm2', '${command}', 'ecosystem.config.js']; console.log(JSON.stringify(require('./ecosystem.config.js').apps.map((a) => a.name)))`;
-      const env = { PATH: process.env['PATH'], HOME: process.env['HOME'], DATA_DIR: '/nonexistent/sitelog-ecosystem-test', PROXY_PORT: '0' };
-      const { stdout } = await promisify(execFile)(process.execPath, ['-e', script], { cwd: ROOT, env });
-      return JSON.parse(stdout) as string[];
-    };
-    assert.deepEqual(await apps('reload'), ['web']);
-    assert.deepEqual(await apps('start'), ['web', 'db', 'logrotate']);
+    assert.deepEqual(await declared('ecosystem.config.js', 'reload'), ['web']);
+    assert.deepEqual(await declared('ecosystem.config.js', 'start'), ['web', 'db', 'logrotate']);
+  });
+
+  test('when the file is evaluated with --env production, then only web runs from it (SPEC); deploy.sh starts the log rotation from deploy/logrotate.config.js', async () => {
+    assert.deepEqual(await declared('ecosystem.config.js', 'start', '--env', 'production'), ['web']);
+    assert.deepEqual(await declared('ecosystem.config.js', 'reload', '--env', 'production'), ['web']);
+    assert.deepEqual(await declared('deploy/logrotate.config.js', 'start'), ['logrotate']);
   });
 });

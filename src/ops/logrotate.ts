@@ -4,7 +4,7 @@ import { ConfigError, EXIT_CONFIG, parseEnv } from '../config.js';
 import { rotateDue, settingsSchema } from './log-rotation.js';
 import { withPm2 } from './pm2.js';
 
-// The logrotate app (ecosystem.config.js, local stack and production alike): every
+// The logrotate app (ecosystem.config.js locally, deploy/logrotate.config.js in production): every
 // LOG_ROTATE_CHECK_SECONDS, the PM2 log files past LOG_ROTATE_MAX_SIZE are renamed and reopened
 // (src/ops/log-rotation.ts; why not copy-then-truncate: docs/log-rotation.md).
 

@@ -77,6 +77,25 @@ export type LocalStack = {
   notices: string[];
 };
 
+/**
+ * The logrotate app (src/ops/logrotate.ts), run from `root`: declared by ecosystem.config.js for the
+ * local stack, and by deploy/logrotate.config.js in production, where ecosystem.config.js declares web
+ * alone (SPEC) and deploy/deploy.sh starts the live release's rotation beside it.
+ */
+export function logrotateApp(root: string) {
+  return {
+    name: 'logrotate',
+    namespace: 'sitelog',
+    script: 'dist/ops/logrotate.js',
+    cwd: root,
+    exec_mode: 'fork',
+    stop_exit_codes: [78],
+    time: true,
+    // PM2's API would print "Reloading all logs..." at every reopen
+    env: { PM2_SILENT: 'true' },
+  };
+}
+
 /** Everything the local stack derives from the environment, checked once with one line per problem. */
 export function localStack(env: NodeJS.ProcessEnv): LocalStack {
   const vars = parseEnv(stackSchema, env);
