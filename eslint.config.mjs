@@ -24,8 +24,8 @@ export default tseslint.config(
     },
   },
   {
-    // bench/ is JavaScript run by node directly; type-aware rules need types
-    files: ['bench/**/*.js'],
+    // bench/ and deploy/ hold JavaScript run by node or PM2 directly; type-aware rules need types
+    files: ['bench/**/*.js', 'deploy/**/*.js'],
     ...tseslint.configs.disableTypeChecked,
     languageOptions: {
       ...tseslint.configs.disableTypeChecked.languageOptions,
