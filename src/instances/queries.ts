@@ -46,9 +46,9 @@ const EVENTS_OF = sql(
 );
 
 /**
- * Registers a process and writes its startup log, in one transaction under the host's start lock,
- * after taking its own liveness lock: instances starting in parallel see each other, and exactly one
- * finds nobody alive and writes "server started".
+ * Registers a process and writes its startup log, in one transaction under the host's start lock:
+ * the live instances are read, then this process takes its own liveness lock. Instances starting in
+ * parallel see each other, and exactly one finds nobody alive and writes "server started".
  */
 export function register(run: Run, id: Identity): Promise<Announcement> {
   return transaction(run, async () => {
