@@ -93,8 +93,11 @@ export const GONE_CODES: ReadonlySet<string> = new Set(['57P01', '57P02', '57P03
 // No connection slot left, a statement cancelled by its timeout (57014) or its lock timeout (55P03,
 // a table somebody else holds): a busy server, not a gone one.
 const BUSY_CODES = new Set(['53300', '57014', '55P03']);
-// node-pg reports a dropped or timed-out connection without a code; Sequelize may wrap it (e.g. a failed ROLLBACK).
-const TROUBLE_TEXT = /terminated|terminating connection|not queryable|connection error|ECONNREFUSED|timeout/i;
+// node-pg reports a dropped connection without a code; Sequelize may wrap it (e.g. a failed ROLLBACK).
+// The one rule for a connection gone by its text: db/replicas.ts reads it too.
+export const DROPPED_TEXT = /terminated|terminating connection|not queryable|connection error|ECONNREFUSED/i;
+// A timed-out connection, statement or acquire has no code either: for the app, any timeout is busy.
+const TIMEOUT_TEXT = /timeout/i;
 
 // PgBouncer answers its own troubles as 08P01 (protocol violation), told apart by their text: a
 // PostgreSQL it cannot reach is gone; a full pool (a client waited query_wait_timeout) or no client
@@ -125,9 +128,9 @@ export function databaseTrouble(err: unknown): 'gone' | 'busy' | undefined {
     busy ||
     err instanceof ConnectionError ||
     (code !== undefined && GONE_CODES.has(code)) ||
-    (err instanceof Error && TROUBLE_TEXT.test(text));
+    (err instanceof Error && (DROPPED_TEXT.test(text) || TIMEOUT_TEXT.test(text)));
   if (!trouble) return undefined;
-  return busy || /timeout/i.test(text) ? 'busy' : 'gone';
+  return busy || TIMEOUT_TEXT.test(text) ? 'busy' : 'gone';
 }
 
 export function toHttpError(err: unknown): HttpError {

@@ -1,5 +1,7 @@
 import { Router } from 'express';
 import type { AppContext } from './context.js';
+import { ping } from './db/database.js';
+import { withConnection } from './db/lean.js';
 
 /**
  * Liveness without the database (PM2 and nginx ask it), readiness with it. A process listens only
@@ -11,10 +13,9 @@ export function healthRouter(ctx: AppContext): Router {
     res.json({ status: 'ok', instance: ctx.config.INSTANCE, pid: process.pid });
   });
   router.get('/readyz', async (_req, res) => {
-    const database = ctx.gate.open && (await ctx.sequelize.query('SELECT 1').then(() => true, () => false));
-    const ready = database;
-    if (!ready) res.set('Retry-After', '1');
-    res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'unavailable', database, instance: ctx.config.INSTANCE, pid: process.pid });
+    const database = ctx.gate.open && (await withConnection(ctx.sequelize, ping).then(() => true, () => false));
+    if (!database) res.set('Retry-After', '1');
+    res.status(database ? 200 : 503).json({ status: database ? 'ready' : 'unavailable', database, instance: ctx.config.INSTANCE, pid: process.pid });
   });
   return router;
 }

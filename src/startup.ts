@@ -127,7 +127,7 @@ export async function startWebProcess(
   server.keepAliveTimeout = KEEP_ALIVE_MS;
   server.headersTimeout = KEEP_ALIVE_MS + 1_000;
   server.requestTimeout = 30_000;
-  // its first run comes well after the process is ready; stopped after the HTTP drain (steps run
+  // its first pass comes well after the process is ready; stopped after the HTTP drain (steps run
   // newest first), so a batch in progress never holds the drain up
   const retention = startRetention(sequelize, () => presence.session(), config, logger);
   shutdown.add('log retention', () => retention?.stop());

@@ -57,7 +57,7 @@ function makeRepository(dir: string): void {
     git('commit', '-q', '-am', name);
   };
   branch('drill-throws', 'src/startup.ts', '  const sequelize = createSequelize(config);', "  throw new Error('drill: this release cannot start');\n  const sequelize = createSequelize(config);");
-  branch('drill-never-ready', 'src/health.ts', 'const ready = database;', 'const ready = false;');
+  branch('drill-never-ready', 'src/health.ts', 'const database = ctx.gate.open && ', 'const database = false && ctx.gate.open && ');
   branch('feature', 'src/home.ts', '<main>', '<main data-release="feature">');
   git('checkout', '-q', 'main');
 }

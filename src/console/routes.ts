@@ -8,8 +8,8 @@ import { withConnection } from '../db/lean.js';
 import { withReadConnection } from '../db/replicas.js';
 import { liveInstances, startHistory } from '../instances/queries.js';
 import { getLog, histogram, listLogs, parseEntry } from '../logs/queries.js';
-import { listLogsQuery, logId } from '../logs/schema.js';
-import { attemptLogin, LOGIN_WINDOW_MINUTES, securityFacts, unlockClient, type Origin } from './login.js';
+import { DEFAULT_LIMIT, listLogsQuery, logId, userAgentOf } from '../logs/schema.js';
+import { attemptLogin, LOGIN_WINDOW_MINUTES, securityFacts, unlockClient, type LoginOutcome, type Origin } from './login.js';
 import {
   cookies,
   createSession,
@@ -62,125 +62,147 @@ async function logsView(sequelize: Sequelize, form: LogsForm, signal: Cancellati
   return { ...view, entries: page.items.map(parseEntry), nextLink, histogram: chart };
 }
 
+/** Who is asking: the security entries of a login, a logout everywhere or an unlock name it. */
+const originOf = (ctx: AppContext, req: Request): Origin => ({
+  ip: req.ip ?? null,
+  userAgent: userAgentOf(req),
+  requestId: req.id,
+  host: ctx.config.SITELOG_HOST,
+  instance: ctx.config.INSTANCE,
+});
+
+/** A form posted by a page of this session: its CSRF token is the session's. */
+function checkCsrf(req: Request): void {
+  if (!tokensEqual(req.session?.csrf, csrfForm.parse(req.body ?? {})._csrf)) throw forbidden('missing or wrong CSRF token');
+}
+
+/** A login form's CSRF token, also set as a cookie: the form posted back must carry both. */
+function newLoginForm(req: Request, res: Response): string {
+  const csrf = randomToken();
+  setCookie(req, res, LOGIN_CSRF_COOKIE, csrf, 3600);
+  return csrf;
+}
+
+/** The attempt, counted by the throttle: 429 while its address is locked out, refused when it could not be counted. */
+async function countedAttempt(ctx: AppContext, req: Request, password: string): Promise<Exclude<LoginOutcome, 'locked'>> {
+  const outcome = await attemptLogin(ctx.sequelize, password, ctx.config.ADMIN_PASSWORD, originOf(ctx, req)).catch((err: unknown) => {
+    if (databaseTrouble(err)) throw err;
+    req.log.error({ err }, 'a login attempt could not be recorded; refused');
+    throw loginUnrecorded();
+  });
+  if (outcome === 'locked') throw tooManyRequests(`too many failed logins from this address; try again in ${LOGIN_WINDOW_MINUTES} minutes`, 60);
+  return outcome;
+}
+
+type Handler = (req: Request, res: Response, next: NextFunction) => unknown;
+
+function asset(req: Request, res: Response, next: NextFunction): void {
+  const file = req.params['file'];
+  if (file !== 'console.css' && file !== 'console.js') return next(notFound());
+  res.sendFile(path.join(ASSETS, file), { maxAge: '1h' });
+}
+
+/** Every console page holds a CSRF token or private data: no cache keeps it, nor the back button. */
+function noStore(_req: Request, res: Response, next: NextFunction): void {
+  res.setHeader('Cache-Control', 'no-store');
+  next();
+}
+
+function sessionRequired(req: Request, res: Response, next: NextFunction): void {
+  if (req.session) return next();
+  if (req.method === 'GET' || req.method === 'HEAD') return res.redirect(303, '/console/login');
+  next(new HttpError(ERRORS.SITELOG_UNAUTHORIZED, 'log in first'));
+}
+
+function loginForm(req: Request, res: Response): void {
+  res.type('html').send(loginPage(newLoginForm(req, res)));
+}
+
+const logIn = (ctx: AppContext): Handler => async (req, res) => {
+  const body = csrfForm.parse(req.body ?? {});
+  if (!tokensEqual(cookies(req)[LOGIN_CSRF_COOKIE], body._csrf)) {
+    throw forbidden('the form has expired or was not sent by this site; reload the login page');
+  }
+  if ((await countedAttempt(ctx, req, body.password ?? '')) === 'wrong') {
+    res.status(401).type('html').send(loginPage(newLoginForm(req, res), 'Wrong password.'));
+    return;
+  }
+  const { token, maxAge } = await createSession(ctx.sequelize, ctx.config.ADMIN_PASSWORD);
+  setCookie(req, res, SESSION_COOKIE, token, maxAge);
+  setCookie(req, res, LOGIN_CSRF_COOKIE, '', 0);
+  res.redirect(303, '/console');
+};
+
+const logOut = (ctx: AppContext): Handler => async (req, res) => {
+  checkCsrf(req);
+  await endSession(ctx.sequelize, req);
+  setCookie(req, res, SESSION_COOKIE, '', 0);
+  res.redirect(303, '/console/login');
+};
+
+const logOutEverywhere = (ctx: AppContext): Handler => async (req, res) => {
+  checkCsrf(req);
+  const ended = await endAllSessions(ctx.sequelize);
+  const { ip, userAgent, requestId } = originOf(ctx, req);
+  await ctx.addSystemLog({ stype: 'security', description: `console: logged out everywhere (${ended} sessions)`, ip, userAgent, requestId });
+  setCookie(req, res, SESSION_COOKIE, '', 0);
+  res.redirect(303, '/console/login');
+};
+
+const security = (ctx: AppContext): Handler => async (req, res) => {
+  res.type('html').send(securityPage(req.session!.csrf, await securityFacts(ctx.sequelize)));
+};
+
+const unlock = (ctx: AppContext): Handler => async (req, res) => {
+  checkCsrf(req);
+  const parsed = unlockForm.safeParse(req.body ?? {});
+  if (!parsed.success) throw badRequest(ERRORS.SITELOG_VALIDATION, 'address: must be an IP address or an IPv6 /64');
+  await unlockClient(ctx.sequelize, parsed.data.address, originOf(ctx, req));
+  res.redirect(303, '/console/security');
+};
+
+const instances = (ctx: AppContext): Handler => async (req, res) => {
+  const rows = await withConnection(ctx.sequelize, liveInstances);
+  res.type('html').send(instancesPage(req.session!.csrf, rows, ctx.config.SITELOG_HOST));
+};
+
+const starts = (ctx: AppContext): Handler => async (req, res) => {
+  const history = await withConnection(ctx.sequelize, (run) => startHistory(run, { limit: DEFAULT_LIMIT }));
+  res.type('html').send(startsPage(req.session!.csrf, history));
+};
+
+const logs = (ctx: AppContext): Handler => async (req, res) => {
+  const view = await logsView(ctx.sequelize, logsForm.parse(req.query), req.inFlight);
+  res.status(view.error ? 400 : 200).type('html').send(logsPage(req.session!.csrf, view));
+};
+
+const entry = (ctx: AppContext): Handler => async (req, res) => {
+  const id = logId.safeParse(req.params['id']);
+  const found = id.success ? await getLog(ctx.sequelize, id.data) : undefined;
+  if (!found) throw notFound('no such log entry');
+  res.type('html').send(entryPage(req.session!.csrf, parseEntry(found)));
+};
+
 export function consoleRouter(ctx: AppContext): Router {
   // One spelling per route: /CONSOLE/Login or /console/login/ reach no handler (nginx limits the
   // login form's own spelling; a lenient route would be a way around it).
   const router = Router({ caseSensitive: true, strict: true });
   const form = express.urlencoded({ extended: false, limit: '8kb' });
-  const origin = (req: Request): Origin => ({
-    ip: req.ip ?? null,
-    userAgent: req.get('user-agent')?.slice(0, 512) ?? null,
-    requestId: req.id,
-    host: ctx.config.SITELOG_HOST,
-    instance: ctx.config.INSTANCE,
-  });
-  const checkCsrf = (req: Request, given: string | undefined) => {
-    if (!tokensEqual(req.session?.csrf, given)) throw forbidden('missing or wrong CSRF token');
-  };
-  const newLoginForm = (req: Request, res: Response) => {
-    const csrf = randomToken();
-    setCookie(req, res, LOGIN_CSRF_COOKIE, csrf, 3600);
-    return csrf;
-  };
-
-  router.get('/console/assets/:file', (req, res, next) => {
-    const file = req.params['file'];
-    if (file !== 'console.css' && file !== 'console.js') return next(notFound());
-    res.sendFile(path.join(ASSETS, file), { maxAge: '1h' });
-  });
-
+  router.get('/console/assets/:file', asset);
   // the one lenient spelling: a person typing the console's address with a slash
   router.get('/console/', (_req, res) => res.redirect(301, '/console'));
-
-  // Every console page holds a CSRF token or private data: no cache keeps it, nor the back button.
-  router.use('/console', (_req, res, next) => {
-    res.setHeader('Cache-Control', 'no-store');
-    next();
-  });
-
-  router.get('/console/login', (req, res) => {
-    res.type('html').send(loginPage(newLoginForm(req, res)));
-  });
-
-  router.post('/console/login', form, async (req, res) => {
-    const body = csrfForm.parse(req.body ?? {});
-    if (!tokensEqual(cookies(req)[LOGIN_CSRF_COOKIE], body._csrf)) {
-      throw forbidden('the form has expired or was not sent by this site; reload the login page');
-    }
-    const outcome = await attemptLogin(ctx.sequelize, body.password ?? '', ctx.config.ADMIN_PASSWORD, origin(req)).catch((err: unknown) => {
-      if (databaseTrouble(err)) throw err;
-      req.log.error({ err }, 'a login attempt could not be recorded; refused');
-      throw loginUnrecorded();
-    });
-    if (outcome === 'locked') {
-      throw tooManyRequests(`too many failed logins from this address; try again in ${LOGIN_WINDOW_MINUTES} minutes`, 60);
-    }
-    if (outcome === 'wrong') {
-      res.status(401).type('html').send(loginPage(newLoginForm(req, res), 'Wrong password.'));
-      return;
-    }
-    const { token, maxAge } = await createSession(ctx.sequelize, ctx.config.ADMIN_PASSWORD);
-    setCookie(req, res, SESSION_COOKIE, token, maxAge);
-    setCookie(req, res, LOGIN_CSRF_COOKIE, '', 0);
-    res.redirect(303, '/console');
-  });
-
+  router.use('/console', noStore);
+  router.get('/console/login', loginForm);
+  router.post('/console/login', form, logIn(ctx));
   // Everything below needs a session.
-  router.use('/console', (req: Request, res: Response, next: NextFunction) => {
-    if (req.session) return next();
-    if (req.method === 'GET' || req.method === 'HEAD') return res.redirect(303, '/console/login');
-    next(new HttpError(ERRORS.SITELOG_UNAUTHORIZED, 'log in first'));
-  });
-
-  router.post('/console/logout', form, async (req, res) => {
-    checkCsrf(req, csrfForm.parse(req.body ?? {})._csrf);
-    await endSession(ctx.sequelize, req);
-    setCookie(req, res, SESSION_COOKIE, '', 0);
-    res.redirect(303, '/console/login');
-  });
-
-  router.post('/console/logout-everywhere', form, async (req, res) => {
-    checkCsrf(req, csrfForm.parse(req.body ?? {})._csrf);
-    const ended = await endAllSessions(ctx.sequelize);
-    const { ip, userAgent, requestId } = origin(req);
-    await ctx.addSystemLog({ stype: 'security', description: `console: logged out everywhere (${ended} sessions)`, ip, userAgent, requestId });
-    setCookie(req, res, SESSION_COOKIE, '', 0);
-    res.redirect(303, '/console/login');
-  });
-
-  router.get('/console/security', async (req, res) => {
-    res.type('html').send(securityPage(req.session!.csrf, await securityFacts(ctx.sequelize)));
-  });
-
-  router.post('/console/security/unlock', form, async (req, res) => {
-    checkCsrf(req, csrfForm.parse(req.body ?? {})._csrf);
-    const parsed = unlockForm.safeParse(req.body ?? {});
-    if (!parsed.success) throw badRequest(ERRORS.SITELOG_VALIDATION, 'address: must be an IP address or an IPv6 /64');
-    await unlockClient(ctx.sequelize, parsed.data.address, origin(req));
-    res.redirect(303, '/console/security');
-  });
-
-  router.get('/console', async (req, res) => {
-    const rows = await withConnection(ctx.sequelize, liveInstances);
-    res.type('html').send(instancesPage(req.session!.csrf, rows, ctx.config.SITELOG_HOST));
-  });
-
-  router.get('/console/starts', async (req, res) => {
-    const starts = await withConnection(ctx.sequelize, (run) => startHistory(run, { limit: 50 }));
-    res.type('html').send(startsPage(req.session!.csrf, starts));
-  });
-
-  router.get('/console/logs', async (req, res) => {
-    const view = await logsView(ctx.sequelize, logsForm.parse(req.query), req.inFlight);
-    res.status(view.error ? 400 : 200).type('html').send(logsPage(req.session!.csrf, view));
-  });
-
-  router.get('/console/logs/:id', async (req, res) => {
-    const id = logId.safeParse(req.params['id']);
-    const entry = id.success ? await getLog(ctx.sequelize, id.data) : undefined;
-    if (!entry) throw notFound('no such log entry');
-    res.type('html').send(entryPage(req.session!.csrf, parseEntry(entry)));
-  });
-
+  router.use('/console', sessionRequired);
+  router.post('/console/logout', form, logOut(ctx));
+  router.post('/console/logout-everywhere', form, logOutEverywhere(ctx));
+  router.get('/console/security', security(ctx));
+  router.post('/console/security/unlock', form, unlock(ctx));
+  router.get('/console', instances(ctx));
+  router.get('/console/starts', starts(ctx));
+  router.get('/console/logs', logs(ctx));
+  router.get('/console/logs/:id', entry(ctx));
   return router;
 }

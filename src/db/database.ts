@@ -2,6 +2,7 @@ import pg from 'pg';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { databaseTrouble } from '../errors.js';
 import type { Logger } from '../logger.js';
+import type { Run, Statement } from './lean.js';
 import { LOCK_CREATE_DATABASE } from './locks.js';
 import { IDLE_IN_TRANSACTION_MS, LOCK_WAIT_MS, STATEMENT_TIMEOUT_MS } from '../timeouts.js';
 
@@ -12,6 +13,10 @@ export class FatalDatabaseError extends Error {}
 export function isRetryable(err: unknown): boolean {
   return databaseTrouble(err) !== undefined;
 }
+
+/** Whether the database answers: /readyz asks it on a pooled connection. */
+const PING: Statement = { name: 'sitelog-ping', text: 'SELECT 1' };
+export const ping = async (run: Run): Promise<void> => void (await run(PING, []));
 
 export function databaseName(url: string): string {
   return decodeURIComponent(new URL(url).pathname.slice(1));

@@ -1,7 +1,7 @@
 import pg from 'pg';
 import type { Sequelize } from 'sequelize';
 import type { Config } from '../config.js';
-import { GONE_CODES } from '../errors.js';
+import { DROPPED_TEXT, GONE_CODES } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { REPLICA_CONNECT_TIMEOUT_MS, REPLICA_MAX_LAG_MS, STATEMENT_TIMEOUT_MS } from '../timeouts.js';
 import { clientFor, NoAnswer, within } from './database.js';
@@ -88,8 +88,10 @@ const RECOVERY_CONFLICT_CODES = new Set(['40001', '40P01']);
 // made on the primary (42P01, 42703, 42883), a statement that writes (25006, read-only). The same
 // read on the primary succeeds.
 const BEHIND_CODES = new Set(['42P01', '42703', '42883', '25006']);
-// node-postgres reports a dropped connection, or a query unanswered past its query_timeout, without a code.
-const DROPPED_TEXT = /terminated|not queryable|connection error|timeout expired|Query read timeout|ECONNREFUSED/i;
+// node-postgres reports a dropped connection (errors.ts's DROPPED_TEXT), or a query unanswered past
+// its query_timeout, without a code. Unlike the app's rule (any timeout: busy), only node-pg's own
+// connect and query timeouts say a replica is gone; another timeout is this read's.
+const REPLICA_TIMEOUT_TEXT = /timeout expired|Query read timeout/i;
 
 /**
  * What a read's failure on a replica says: `down` (the replica is unreachable or went away: mark it
@@ -110,7 +112,7 @@ export function replicaFailure(err: unknown): 'down' | 'elsewhere' | undefined {
   }
   // FATAL ends the session, whatever its code
   if (severity === 'FATAL' || severity === 'PANIC') return 'down';
-  if (code === undefined && err instanceof Error && typeof message === 'string' && DROPPED_TEXT.test(message)) return 'down';
+  if (code === undefined && err instanceof Error && typeof message === 'string' && (DROPPED_TEXT.test(message) || REPLICA_TIMEOUT_TEXT.test(message))) return 'down';
   return undefined;
 }
 

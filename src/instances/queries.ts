@@ -83,10 +83,17 @@ export async function retakeLiveness(run: Run, id: Identity): Promise<void> {
 export const heartbeat = (run: Run, id: Identity) => run(HEARTBEAT, [id.host, id.pid, process.memoryUsage.rss()]);
 export const leave = (run: Run, id: Identity) => run(LEAVE, [id.host, id.pid]);
 
-// unnamed: the doctor may ask it through PgBouncer in transaction mode, where names do not carry over
+// unnamed: the doctor may ask them through PgBouncer in transaction mode, where names do not carry over
+const LIVE_VIEW_MADE: Statement = { name: '', text: `SELECT to_regclass('live_instances') IS NOT NULL AS present` };
 const LIVE_COUNT: Statement = { name: '', text: 'SELECT count(*)::int AS n FROM live_instances' };
-/** Live instances of every host, each holding one liveness connection: the doctor's connection budget counts them. */
-export const liveCount = async (run: Run) => (await run<{ n: number }>(LIVE_COUNT, []))[0]?.n ?? 0;
+/**
+ * Live instances of every host, each holding one liveness connection: the doctor's connection budget
+ * counts them. None before the migration that makes live_instances.
+ */
+export async function liveCount(run: Run): Promise<number> {
+  const [view] = await run<{ present: boolean }>(LIVE_VIEW_MADE, []);
+  return view?.present ? ((await run<{ n: number }>(LIVE_COUNT, []))[0]?.n ?? 0) : 0;
+}
 
 /** Live instances of every host, for /api/instances and the console. */
 export async function liveInstances(run: Run) {

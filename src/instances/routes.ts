@@ -2,12 +2,13 @@ import { Router } from 'express';
 import { z } from 'zod';
 import type { AppContext } from '../context.js';
 import { withConnection } from '../db/lean.js';
+import { pageLimit } from '../logs/schema.js';
 import { liveView } from '../metrics/live.js';
 import { liveInstances, startHistory } from './queries.js';
 
 const startsQuery = z.strictObject({
   host: z.string().max(255).optional(),
-  limit: z.coerce.number().int().min(1).max(200).default(50),
+  limit: pageLimit,
 });
 
 export function instancesRouter(ctx: AppContext): Router {

@@ -7,7 +7,7 @@ import { STYPES, type Stype } from './model.js';
 import { deleteExpired, releaseRetentionLock, tryRetentionLock } from './queries.js';
 
 // LOG_RETENTION_DAYS: expired entries leave system_logs in small batches (docs/retention.md). Every
-// web process offers to run it on a timer; the one that takes the retention lock does the work, the
+// web process offers a pass on a timer; the one that takes the retention lock does the work, the
 // others skip until their next offer.
 
 /**
@@ -35,7 +35,7 @@ const MIN_PAUSE_MS = 100;
 /** The first offer after a process starts: late enough not to compete with its start or a reload. */
 export const FIRST_OFFER_MS = 30_000;
 
-/** What one run removed, and when it ran (startedAt + ms lies inside the time it held the lock). */
+/** What one pass removed, and when (startedAt + ms lies inside the time it held the lock). */
 export type RetentionReport = {
   rows: number;
   batches: number;
@@ -88,19 +88,19 @@ async function removeType(sequelize: Sequelize, stype: Stype, days: number, sign
     }
     if (batch.removed < BATCH_ROWS) return true;
     from = batch.last;
-    // aborted at shutdown: the check at the top of the loop ends the run
+    // aborted at shutdown: the check at the top of the loop ends the pass
     await sleep(Math.max(MIN_PAUSE_MS, performance.now() - batchStarted), undefined, { signal }).catch(() => undefined);
   }
 }
 
 /**
- * The timer of one process: offers a run soon after start, then every `everyMs` after the previous
- * one ended (runs of one process never overlap). A failed run is a warning and is tried again at the
- * next offer; nothing here can throw into the process.
+ * The timer of one process: offers a pass soon after start, then every `everyMs` after the previous
+ * one ended (passes of one process never overlap). A failed pass is a warning and is tried again at
+ * the next offer; nothing here can throw into the process.
  */
 export class RetentionJob {
   private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
+  private offering: Promise<void> | undefined;
   private readonly stopping = new AbortController();
 
   constructor(
@@ -119,8 +119,8 @@ export class RetentionJob {
   private schedule(ms: number): void {
     if (this.stopping.signal.aborted) return;
     this.timer = setTimeout(() => {
-      this.running = this.offer().finally(() => {
-        this.running = undefined;
+      this.offering = this.offer().finally(() => {
+        this.offering = undefined;
         this.schedule(this.policy.everyMs);
       });
     }, ms);
@@ -136,15 +136,15 @@ export class RetentionJob {
       if (!report) this.logger.debug({ event: 'log_retention_busy' }, 'log retention: another process is running it');
       else if (report.rows > 0 || report.stopped) this.logger.info({ event: 'log_retention', ...report }, `log retention: removed ${report.rows} entries in ${report.batches} batches (${report.ms} ms)${report.stopped ? ', stopped at shutdown' : ''}`);
     } catch (err) {
-      this.logger.warn({ err, retryInMs: this.policy.everyMs }, 'log retention run failed; it runs again at the next offer');
+      this.logger.warn({ err, retryInMs: this.policy.everyMs }, 'log retention pass failed; another pass at the next offer');
     }
   }
 
-  /** Stops the timer and waits for the batch in progress, if any (the run stops after it). */
+  /** Stops the timer and waits for the batch in progress, if any (the pass stops after it). */
   async stop(): Promise<void> {
     this.stopping.abort();
     clearTimeout(this.timer);
-    await this.running;
+    await this.offering;
   }
 }
 

@@ -1,9 +1,33 @@
-import { Router } from 'express';
+import { Router, type Request, type Response } from 'express';
 import type { AppContext } from '../context.js';
 import { sendJson } from '../respond.js';
 import { badRequest, ERRORS, notFound, unprocessableContent } from '../errors.js';
-import { createLog, getLog, listLogs, pageJson } from './queries.js';
-import { createLogBody, idempotencyKey, listLogsQuery, logId } from './schema.js';
+import type { Instruments } from '../metrics/instruments.js';
+import { createLog, getLog, listLogs, pageJson, type Stored } from './queries.js';
+import { createLogBody, idempotencyKey, listLogsQuery, logId, userAgentOf, type CreateLogBody } from './schema.js';
+
+/** The client's Idempotency-Key, when it sent one (400 when it is not one). */
+function idempotencyKeyOf(req: Request): string | undefined {
+  const key = req.get('idempotency-key');
+  if (key !== undefined && !idempotencyKey.safeParse(key).success) throw badRequest(ERRORS.SITELOG_BAD_IDEMPOTENCY_KEY);
+  return key;
+}
+
+/** An entry found under the key must be this one again: a key sent with another entry is a mistake (422), not a replay. */
+function checkReplay(stored: Stored, body: CreateLogBody): void {
+  if (!stored.created && (stored.stype !== body.stype || stored.description !== body.description)) {
+    throw unprocessableContent(ERRORS.SITELOG_IDEMPOTENCY_KEY_REUSED);
+  }
+}
+
+/** Counts an entry stored, or a replay, which its answer names. */
+function countStored(instruments: Instruments, res: Response, stored: Stored): void {
+  if (stored.created) instruments.entriesStored.inc();
+  else {
+    instruments.idempotentReplays.inc();
+    res.setHeader('Idempotent-Replayed', 'true');
+  }
+}
 
 export function logsRouter(ctx: AppContext): Router {
   const router = Router();
@@ -21,25 +45,18 @@ export function logsRouter(ctx: AppContext): Router {
 
   router.post('/api/logs', ctx.auth.token, async (req, res) => {
     const body = createLogBody.parse(req.body ?? {});
-    const clientKey = req.get('idempotency-key');
-    if (clientKey !== undefined && !idempotencyKey.safeParse(clientKey).success) throw badRequest(ERRORS.SITELOG_BAD_IDEMPOTENCY_KEY);
+    const clientKey = idempotencyKeyOf(req);
     const stored = await createLog(ctx.sequelize, {
       ...body,
       ip: req.ip ?? null,
-      userAgent: req.get('user-agent')?.slice(0, 512) ?? null,
+      userAgent: userAgentOf(req),
       host: ctx.config.SITELOG_HOST,
       instance: ctx.config.INSTANCE,
       requestId: clientKey ?? req.id,
     });
-    if (!stored.created && (stored.stype !== body.stype || stored.description !== body.description)) {
-      throw unprocessableContent(ERRORS.SITELOG_IDEMPOTENCY_KEY_REUSED);
-    }
+    checkReplay(stored, body);
     res.setHeader('Location', `/api/logs/${stored.id}`);
-    if (stored.created) ctx.metrics.instruments.entriesStored.inc();
-    else {
-      ctx.metrics.instruments.idempotentReplays.inc();
-      res.setHeader('Idempotent-Replayed', 'true');
-    }
+    countStored(ctx.metrics.instruments, res, stored);
     sendJson(res, stored.entry, 201);
   });
 

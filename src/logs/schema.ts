@@ -1,8 +1,14 @@
+import type { Request } from 'express';
 import { z } from 'zod';
 import { STYPES } from './model.js';
 
 export const MAX_DESCRIPTION = 10_000;
+/** A page of the API (the log list, the start history): `limit` up to MAX_LIMIT, DEFAULT_LIMIT when not given. */
 export const MAX_LIMIT = 200;
+export const DEFAULT_LIMIT = 50;
+export const pageLimit = z.coerce.number().int().min(1).max(MAX_LIMIT).default(DEFAULT_LIMIT);
+/** The User-Agent an entry keeps: a header may run to kilobytes; its first 512 characters name the client. */
+export const MAX_USER_AGENT = 512;
 
 // PostgreSQL text cannot hold NUL; refusing it here keeps it a 400 instead of a database error.
 const text = (max: number) =>
@@ -32,9 +38,11 @@ export const listLogsQuery = z.strictObject({
   since: time.optional(),
   until: time.optional(),
   before: z.string().max(200).optional(),
-  limit: z.coerce.number().int().min(1).max(MAX_LIMIT).default(50),
+  limit: pageLimit,
 });
 export type ListLogsQuery = z.infer<typeof listLogsQuery>;
+
+export const userAgentOf = (req: Request): string | null => req.get('user-agent')?.slice(0, MAX_USER_AGENT) ?? null;
 
 export const logId = z.string().regex(/^[1-9][0-9]{0,15}$/, 'must be a positive integer');
 

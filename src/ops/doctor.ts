@@ -2,10 +2,9 @@ import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs, promisify } from 'node:util';
-import type pg from 'pg';
 import { envFields, proxyTrustProblem, withLocalSecrets } from '../config.js';
 import { clientFor, CONNECTION_RESERVE, CONNECTIONS_BESIDE_POOL } from '../db/database.js';
-import { runOn } from '../db/lean.js';
+import { runOn, type Run, type Statement } from '../db/lean.js';
 import { pendingMigrations } from '../db/migrate.js';
 import { liveCount } from '../instances/queries.js';
 import { KEEP_ALIVE_MS, SHUTDOWN_MS, STARTUP_DEADLINE_MS } from '../timeouts.js';
@@ -37,7 +36,7 @@ import { isWebApp } from './stack.js';
 // Read-only: it changes nothing, and never prints a secret. It first collects facts, then judges
 // them with the checks below, pure functions of those facts.
 
-const run = promisify(execFile);
+const exec = promisify(execFile);
 
 export type { Finding, Pm2App };
 
@@ -269,10 +268,20 @@ async function collectPm2(env: NodeJS.ProcessEnv): Promise<Pm2Facts> {
 
 const CLOCK_SAMPLES = 3;
 
-async function clockSample(client: pg.Client): Promise<ClockSample> {
+// The doctor's own questions to PostgreSQL (its settings and clock, no table of sitelog's); one
+// connection, each statement asked once or three times: unnamed (runOn's `named` false), which also
+// passes through PgBouncer in transaction mode.
+const SETTINGS: Statement = {
+  name: '',
+  text: `SELECT name, setting FROM pg_settings WHERE name IN ('max_connections', 'superuser_reserved_connections', 'port')`,
+};
+const SERVER_ADDRESS: Statement = { name: '', text: 'SELECT host(inet_server_addr()) AS address' };
+const NOW: Statement = { name: '', text: 'SELECT now()' };
+
+async function clockSample(run: Run): Promise<ClockSample> {
   const sentMs = Date.now();
-  const { rows } = await client.query<{ now: Date }>('SELECT now()');
-  return { sentMs, serverMs: rows[0]!.now.getTime(), receivedMs: Date.now() };
+  const [row] = await run<{ now: Date }>(NOW, []);
+  return { sentMs, serverMs: row!.now.getTime(), receivedMs: Date.now() };
 }
 
 async function collectDatabase(url: string | undefined): Promise<DatabaseFacts> {
@@ -284,16 +293,14 @@ async function collectDatabase(url: string | undefined): Promise<DatabaseFacts> 
     return { state: 'unreachable', error: (err as Error).message };
   }
   try {
-    const { rows: settings } = await client.query<PgSetting>(
-      `SELECT name, setting FROM pg_settings WHERE name IN ('max_connections', 'superuser_reserved_connections', 'port')`,
-    );
+    const run = runOn(client, false);
+    const settings = await run<PgSetting>(SETTINGS, []);
     const pending = await pendingMigrations(client);
-    const { rows: view } = await client.query<{ present: boolean }>(`SELECT to_regclass('live_instances') IS NOT NULL AS present`);
-    const liveInstances = view[0]?.present ? await liveCount(runOn(client)) : 0;
-    const { rows: server } = await client.query<{ address: string | null }>('SELECT host(inet_server_addr()) AS address');
+    const liveInstances = await liveCount(run);
+    const [server] = await run<{ address: string | null }>(SERVER_ADDRESS, []);
     const samples: ClockSample[] = [];
-    for (let i = 0; i < CLOCK_SAMPLES; i++) samples.push(await clockSample(client));
-    return { state: 'reachable', settings, pending, clock: samples, liveInstances, address: server[0]?.address ?? null };
+    for (let i = 0; i < CLOCK_SAMPLES; i++) samples.push(await clockSample(run));
+    return { state: 'reachable', settings, pending, clock: samples, liveInstances, address: server?.address ?? null };
   } finally {
     await client.end().catch(() => undefined);
   }
@@ -314,7 +321,7 @@ async function collectNginx(processes: Pm2App[], configOverride: string | undefi
   const facts = { installed: true as const, config, asRoot: process.getuid?.() === 0 };
   // -T tests the configuration like -t and, when it passes, prints all of it for keepalive-order
   try {
-    const { stdout } = await run(nginx, ['-T', ...flags], { maxBuffer: 16 * 1024 * 1024 });
+    const { stdout } = await exec(nginx, ['-T', ...flags], { maxBuffer: 16 * 1024 * 1024 });
     return { ...facts, test: { passed: true, stdout } };
   } catch (err) {
     return { ...facts, test: { passed: false, stderr: String((err as { stderr?: string }).stderr ?? '') } };

@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import { envFields } from '../config.js';
 
 // Renders nginx/ for the three places sitelog's nginx runs: the local `proxy` app (DATA_DIR/nginx),
 // a server provisioned by deploy/provision.sh (/etc/nginx), and a proxy host in front of several
@@ -62,7 +63,7 @@ export type SiteOptions = {
 };
 
 /** nginx `allow` lines for METRICS_ALLOW's addresses and CIDRs. */
-export function metricsAllowLines(entries: readonly string[] = ['127.0.0.1']): string {
+export function metricsAllowLines(entries: readonly string[] = envFields.METRICS_ALLOW.parse(undefined)): string {
   return entries.map((a) => `    allow ${a};`).join('\n');
 }
 
