@@ -2,7 +2,6 @@ import { Router, type Request, type Response } from 'express';
 import type { AppContext } from '../context.js';
 import { sendJson } from '../respond.js';
 import { badRequest, ERRORS, notFound, unprocessableContent } from '../errors.js';
-import type { Instruments } from '../metrics/instruments.js';
 import { createLog, getLog, listLogs, pageJson, type Stored } from './queries.js';
 import { createLogBody, idempotencyKey, listLogsQuery, logId, userAgentOf, type CreateLogBody } from './schema.js';
 
@@ -21,7 +20,7 @@ function checkReplay(stored: Stored, body: CreateLogBody): void {
 }
 
 /** Counts an entry stored, or a replay, which its answer names. */
-function countStored(instruments: Instruments, res: Response, stored: Stored): void {
+function countStored(instruments: AppContext['metrics']['instruments'], res: Response, stored: Stored): void {
   if (stored.created) instruments.entriesStored.inc();
   else {
     instruments.idempotentReplays.inc();
