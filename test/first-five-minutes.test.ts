@@ -106,7 +106,7 @@ class Clone {
 }
 
 describe('first five minutes', { timeout: 600_000 }, () => {
-  test('when a fresh clone in a 0700 folder runs npm install && npm start, then the page answers through nginx, every log is clean, and npm stop stops it all', async () => {
+  test('when a fresh clone in a 0700 folder runs npm install && npm start, then the page answers through nginx, every log is clean, a second npm start reloads web (same apps, no new "server started"), and npm stop stops it all', async () => {
     const clone = await Clone.create();
     try {
       assert.equal((await clone.npm('install')).code, 0);
