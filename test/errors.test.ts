@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, test } from 'node:test';
+import ts from 'typescript';
 import { ConnectionAcquireTimeoutError, ConnectionError, DatabaseError, TimeoutError, UniqueConstraintError } from 'sequelize';
 import { isRetryable } from '../src/db/database.js';
 import { envFields } from '../src/config.js';
@@ -18,13 +19,46 @@ function filesUnder(dir: string): string[] {
     .map((entry) => path.join(entry.parentPath, entry.name));
 }
 
-/** Codes as a client sees them: quoted (an app literal, nginx's JSON bodies) or named through ERRORS. */
-const CODE = /(?:(['"`])(SITELOG_[A-Z_]+)\1|ERRORS\.(SITELOG_[A-Z_]+))/g;
+/** A code inside a text: a JSON body written out (nginx's `return`, a string in the app) names one as "code":"X". */
+const JSON_CODE = /\\?["']code\\?["']\s*:\s*\\?["']([^"'\\]+)\\?["']/g;
+/** A string that is a code by its shape alone: the registry's prefix. */
+const PREFIXED = /^SITELOG_[A-Z0-9_]+$/;
 
-/** The codes a file names; an environment variable's name (SITELOG_HOST, …) is none, quoted or not. */
-function codesIn(file: string): string[] {
-  return [...fs.readFileSync(file, 'utf8').matchAll(CODE)].map((m) => (m[2] ?? m[3])!).filter((name) => !Object.hasOwn(envFields, name));
+/**
+ * The error codes a source text names, whatever their spelling: `ERRORS.X` (or `ERRORS['X']`), an
+ * object's `code: 'X'`, a JSON body's `"code":"X"` inside a string, and any string that is a
+ * SITELOG_ code (client script comparing one, say). TypeScript and JavaScript are read through the
+ * compiler's syntax tree, so a comment naming `ERRORS.X` is no use of a code; every other file
+ * (nginx's configuration, stylesheets) is read as text.
+ */
+function codesInText(file: string, text: string): string[] {
+  const found: string[] = [];
+  const inString = (s: string) => {
+    for (const [, code] of s.matchAll(JSON_CODE)) found.push(code!);
+    if (PREFIXED.test(s)) found.push(s);
+  };
+  if (!/\.(c|m)?[jt]s$/.test(file)) {
+    for (const [, code] of text.matchAll(JSON_CODE)) found.push(code!);
+    for (const [, , code] of text.matchAll(/(['"`])(SITELOG_[A-Z0-9_]+)\1/g)) found.push(code!);
+  } else {
+    const visit = (node: ts.Node): void => {
+      if (ts.isPropertyAccessExpression(node) && ts.isIdentifier(node.expression) && node.expression.text === 'ERRORS') found.push(node.name.text);
+      else if (ts.isElementAccessExpression(node) && ts.isIdentifier(node.expression) && node.expression.text === 'ERRORS' && ts.isStringLiteralLike(node.argumentExpression)) {
+        found.push(node.argumentExpression.text);
+        return;
+      } else if (ts.isPropertyAssignment(node) && (ts.isIdentifier(node.name) || ts.isStringLiteral(node.name)) && node.name.text === 'code' && ts.isStringLiteralLike(node.initializer)) {
+        found.push(node.initializer.text);
+        return;
+      } else if (ts.isStringLiteralLike(node) || ts.isTemplateHead(node) || ts.isTemplateMiddle(node) || ts.isTemplateTail(node)) inString(node.text);
+      ts.forEachChild(node, visit);
+    };
+    visit(ts.createSourceFile(file, text, ts.ScriptTarget.Latest, false, /\.(c|m)?js$/.test(file) ? ts.ScriptKind.JS : ts.ScriptKind.TS));
+  }
+  // an environment variable's name (SITELOG_HOST, …) is no code, quoted or not
+  return found.filter((name) => !Object.hasOwn(envFields, name));
 }
+
+const codesIn = (file: string) => codesInText(file, fs.readFileSync(file, 'utf8'));
 
 type NginxAnswer = { file: string; uri: string; status: number; code: string };
 
@@ -35,7 +69,7 @@ function nginxAnswers(): NginxAnswer[] {
     const text = fs.readFileSync(file, 'utf8');
     const codeAt = new Map<string, { status: number; code: string }>();
     for (const [, uri, body] of text.matchAll(/location\s+=\s+(\S+)\s*\{([^}]*)\}/g)) {
-      const returned = body!.match(/return\s+(\d{3})\s+'[^']*"code":"(SITELOG_[A-Z_]+)"/);
+      const returned = body!.match(/return\s+(\d{3})\s+'[^']*"code"\s*:\s*"([^"]+)"/);
       if (!returned) continue;
       codeAt.set(uri!, { status: Number(returned[1]), code: returned[2]! });
       answers.push({ file, uri: uri!, status: Number(returned[1]), code: returned[2]! });
@@ -54,15 +88,33 @@ function nginxAnswers(): NginxAnswer[] {
 }
 
 describe('error registry', () => {
-  test('when src/ or nginx/ names an error code, then the registry defines it', () => {
+  test('when src/ or nginx/ names an error code, prefixed or not, then the registry defines it', () => {
     const files = [...filesUnder('src'), ...filesUnder('nginx')];
-    const unknown = files.flatMap((file) =>
-      codesIn(file)
-        .filter((code) => !Object.hasOwn(ERRORS, code))
-        .map((code) => `${path.relative(root, file)}: ${code}`),
-    );
+    const used = files.flatMap((file) => codesIn(file).map((code) => ({ file: path.relative(root, file), code })));
+    const unknown = used.filter(({ code }) => !Object.hasOwn(ERRORS, code)).map(({ file, code }) => `${file}: ${code}`);
     assert.deepEqual(unknown, []);
+    // the scan is no empty net: it sees the app's codes and every one nginx answers itself
+    const seen = new Set(used.map((u) => u.code));
+    for (const code of ['SITELOG_UNAUTHORIZED', 'SITELOG_VALIDATION', 'SITELOG_DB_UNAVAILABLE', ...nginxAnswers().map((a) => a.code)]) assert.ok(seen.has(code), code);
   });
+
+  const SCANS: Array<{ when: string; file: string; text: string; codes: string[] }> = [
+    { when: 'an object answers a code without the prefix', file: 'x.ts', text: "res.status(409).json({ error: { code: 'CONFLICT', message: 'x' } });", codes: ['CONFLICT'] },
+    { when: 'a quoted property names a code', file: 'x.ts', text: `const body = { "code": "NO_SUCH_THING" };`, codes: ['NO_SUCH_THING'] },
+    { when: 'a JSON body is written out in a string', file: 'x.ts', text: `res.end('{"error":{"code":"GONE","message":"x"}}');`, codes: ['GONE'] },
+    { when: 'a template writes a JSON body', file: 'x.ts', text: 'res.end(`{"error":{"code":"LATE","message":"${m}"}}`);', codes: ['LATE'] },
+    { when: 'the registry is read by name, or by key', file: 'x.ts', text: "next(new HttpError(ERRORS.SITELOG_X)); ERRORS['SITELOG_Y'];", codes: ['SITELOG_X', 'SITELOG_Y'] },
+    { when: 'client script compares a prefixed code', file: 'x.js', text: "if (body.error.code === 'SITELOG_Z') retry();", codes: ['SITELOG_Z'] },
+    { when: 'nginx returns a JSON body', file: 'x.conf', text: `return 418 '{"error":{"code":"TEAPOT","message":"x"}}\\n';`, codes: ['TEAPOT'] },
+    { when: 'a comment names ERRORS.X', file: 'x.ts', text: '// callers pass `ERRORS.X`\n/* ERRORS.Y */ const a = 1;', codes: [] },
+    { when: 'an environment variable is named', file: 'x.ts', text: "const host = env['SITELOG_HOST']; const c = { code: 'SITELOG_HOST' };", codes: [] },
+    { when: 'a SQLSTATE or errno is compared', file: 'x.ts', text: "if (err.code === '3D000' || err.code === 'EPERM') throw err;", codes: [] },
+  ];
+  for (const { when, file, text, codes } of SCANS) {
+    test(`when ${when}, then the registry scan sees ${codes.length > 0 ? codes.join(', ') : 'no code'}`, () => {
+      assert.deepEqual(codesInText(file, text).sort(), codes);
+    });
+  }
 
   test('when nginx answers an error itself, then with the status the registry gives its code', () => {
     const answers = nginxAnswers();

@@ -73,6 +73,23 @@ class Clone {
     });
   }
 
+  /** The apps in this clone's PM2 list, in its order: name, instance id, status, pid. */
+  async apps(): Promise<Array<{ name: string; instance: number; status: string; pid: number }>> {
+    return (await listAll(this.env)).map((p) => ({ name: p.name, instance: Number(p.pm2_env.NODE_APP_INSTANCE ?? 0), status: p.pm2_env.status, pid: p.pid }));
+  }
+
+  /** The startup log's descriptions, oldest first, read through the API with the token of the secrets file. */
+  async startupLog(): Promise<string[]> {
+    const secrets = fs.readFileSync(path.join(this.dir, '.data', 'secrets.env'), 'utf8');
+    const token = /^API_TOKEN=(.+)$/m.exec(secrets)?.[1];
+    assert.ok(token, 'API_TOKEN in .data/secrets.env');
+    const response = await fetch(`http://127.0.0.1:${this.proxyPort}/api/logs?stype=system&limit=200`, { headers: { authorization: `Bearer ${token}` } });
+    assert.equal(response.status, 200);
+    const { items, next } = (await response.json()) as { items: Array<{ description: string }>; next: string | null };
+    assert.equal(next, null, 'the whole startup log on one page');
+    return items.map((i) => i.description).reverse();
+  }
+
   /** Every line of every app's PM2 log files. */
   logText(): string {
     const dir = path.join(this.env['PM2_HOME']!, 'logs');
@@ -89,7 +106,7 @@ class Clone {
 }
 
 describe('first five minutes', { timeout: 600_000 }, () => {
-  test('when a fresh clone in a 0700 folder runs npm install && npm start, then the page answers through nginx, every log is clean, and npm stop stops it all', async () => {
+  test('when a fresh clone in a 0700 folder runs npm install && npm start, then the page answers through nginx, every log is clean, a second npm start reloads web (same apps, no new "server started"), and npm stop stops it all', async () => {
     const clone = await Clone.create();
     try {
       assert.equal((await clone.npm('install')).code, 0);
@@ -104,9 +121,32 @@ describe('first five minutes', { timeout: 600_000 }, () => {
         assert.match(fs.readlinkSync(path.join(clone.dir, '.data', 'postgres')), /^\/var\/lib\/sitelog\/cluster-/);
       }
 
+      // SPEC: npm start again while up is safe: a reload, not a second stack
+      const appsBefore = await clone.apps();
+      const webBefore = appsBefore.filter((a) => a.name === 'web');
+      assert.equal(webBefore.length, 2, 'WEB_INSTANCES defaults to 2');
+      const logBefore = await clone.startupLog();
+      assert.equal(logBefore.filter((d) => d === 'server started').length, 1);
       const again = await clone.npm('start');
       assert.equal(again.code, 0, again.output);
       assert.match(again.output, /sitelog is running: reloading web/);
+      const appsAfter = await clone.apps();
+      assert.deepEqual(appsAfter.map((a) => `${a.name}#${a.instance}`), appsBefore.map((a) => `${a.name}#${a.instance}`), 'the same apps, the same web instances, none twice');
+      assert.equal(new Set(appsAfter.map((a) => `${a.name}#${a.instance}`)).size, appsAfter.length, 'no app twice in PM2\'s list');
+      assert.ok(appsAfter.every((a) => a.status === 'online'), JSON.stringify(appsAfter));
+      const webAfter = appsAfter.filter((a) => a.name === 'web');
+      for (const web of webAfter) assert.notEqual(web.pid, webBefore.find((w) => w.instance === web.instance)!.pid, `web ${web.instance} was reloaded`);
+      // the reload's entries are in; then the log holds them and nothing else new: no "server started"
+      const logAfter = await waitFor('each web instance\'s "reloaded" entry', async () => {
+        const log = await clone.startupLog();
+        return log.filter((d) => / reloaded /.test(d)).length >= webBefore.length ? log : undefined;
+      });
+      assert.deepEqual(logAfter.slice(0, logBefore.length), logBefore);
+      assert.deepEqual(
+        logAfter.slice(logBefore.length).sort(),
+        webAfter.map((w) => `instance ${w.instance} reloaded (pid ${w.pid})`).sort(),
+        'one "reloaded" entry per instance, no new "server started"',
+      );
 
       assert.equal((await clone.npm('stop')).code, 0);
       assert.deepEqual(await listAll(clone.env).catch(() => []), [], 'npm stop leaves no process (and no daemon)');

@@ -11,7 +11,8 @@ import { waitFor } from './support/wait.js';
 
 // A real race, not PM2's: under `wait_ready` PM2 starts a host's instances one after another, so the
 // PM2 tests never have two instances deciding at the same moment. Here every web process of two
-// hosts is launched in the same instant against a database that does not exist yet.
+// hosts is held at a barrier, then released in the same instant against a database that does not
+// exist yet.
 
 const ROOT = path.resolve(__dirname, '..');
 const HOSTS = ['race-a', 'race-b'];
@@ -37,7 +38,25 @@ after(async () => {
   await postgres?.stop();
 });
 
-test('when every instance of two hosts starts in the same instant and the database does not exist, then it is created once, migrated once, and each host writes one "server started" and one entry per instance', async () => {
+/**
+ * What each web process runs: node starts and loads the server's modules (importing one opens no
+ * connection), says it is at the barrier, and waits for a line on stdin; only then does it require
+ * dist/server.js, whose import begins the startup path. Node's own start and the module loading,
+ * which take the longest, are done by every process before any of them begins.
+ */
+const BARRIER = `
+  const path = require('node:path');
+  const dist = process.env.SITELOG_DIST;
+  for (const m of ['config.js', 'logger.js', 'shutdown.js', 'startup.js', 'startup-steps.js', 'timeouts.js', 'watchdog.js', 'db/database.js']) require(path.join(dist, m));
+  process.stdout.write(JSON.stringify({ msg: 'at the barrier' }) + '\\n');
+  process.stdin.once('data', () => {
+    process.stdin.destroy();
+    process.stdout.write(JSON.stringify({ msg: 'released', at: performance.timeOrigin + performance.now() }) + '\\n');
+    require(path.join(dist, 'server.js'));
+  });
+`;
+
+test('when every instance of two hosts starts in the same instant and the database does not exist, then it is created once, migrated once, and each host writes one "server started" and one entry per instance', async (t) => {
   const database = 'race_site';
   const ports = await Promise.all(HOSTS.flatMap(() => Array.from({ length: PER_HOST }, () => freePort())));
   const serverLogBefore = postgres.log().length;
@@ -45,6 +64,7 @@ test('when every instance of two hosts starts in the same instant and the databa
     for (let instance = 0; instance < PER_HOST; instance += 1) {
       const env = {
         PATH: process.env['PATH'],
+        SITELOG_DIST: path.join(ROOT, 'dist'),
         DATABASE_URL: postgres.url(database),
         API_TOKEN,
         ADMIN_PASSWORD,
@@ -54,14 +74,34 @@ test('when every instance of two hosts starts in the same instant and the databa
         PORT: String(ports[h * PER_HOST + instance]),
         LOG_LEVEL: 'info',
       };
-      const child = spawn(process.execPath, [path.join(ROOT, 'dist', 'server.js')], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(process.execPath, ['-e', BARRIER], { env, stdio: ['pipe', 'pipe', 'pipe'] });
       const web: Web = { child, host, instance, lines: [] };
       child.stdout.on('data', (chunk: Buffer) => web.lines.push(...chunk.toString().split('\n').filter(Boolean)));
       child.stderr.on('data', (chunk: Buffer) => web.lines.push(...chunk.toString().split('\n').filter(Boolean)));
       webs.push(web);
     }
   }
+  await waitFor('every process at the barrier', () => webs.every((w) => w.lines.includes('{"msg":"at the barrier"}')), { timeoutMs: 60_000, everyMs: 20 });
+  assert.ok(webs.every((w) => w.lines.length === 1), 'no process began its startup before the release');
+  // one write each, back to back: every process wakes from the same instant
+  for (const { child } of webs) child.stdin!.write('go\n');
   await waitFor('every instance ready', () => webs.every((w) => w.lines.some((l) => l.includes(`"msg":"instance ${w.instance} ready"`))), { timeoutMs: 90_000 });
+
+  const released = webs.map((w) => (JSON.parse(w.lines.find((l) => l.includes('"msg":"released"'))!) as { at: number }).at);
+  const spreadMs = Math.max(...released) - Math.min(...released);
+  t.diagnostic(`released within ${spreadMs.toFixed(2)} ms`);
+  // the write is one instant; what spreads the wake-ups is 6 processes sharing this machine's cores
+  assert.ok(spreadMs < 250, `every process began its startup within ${spreadMs.toFixed(1)} ms of the first`);
+  // every one was released before any reached the database: no process had a head start
+  const firstStep = Math.min(
+    ...webs.flatMap((w) =>
+      w.lines
+        .map((l) => JSON.parse(l) as { msg: string; time?: string })
+        .filter((l) => l.msg === 'database created' || l.msg === 'migration applied')
+        .map((l) => Date.parse(l.time!)),
+    ),
+  );
+  assert.ok(Math.max(...released) < firstStep, 'all released before the database was created');
 
   const all = webs.flatMap((w) => w.lines);
   const messages = all.map((l) => (JSON.parse(l) as { msg: string }).msg);

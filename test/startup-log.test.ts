@@ -7,6 +7,7 @@ import { waitFor } from './support/wait.js';
 // The six rules of SPEC "Startup log", against real PM2 cluster instances and a real PostgreSQL.
 
 type Entry = { description: string; instance: number | null };
+type Start = { host: string; timestamp: string; entries: Array<{ instance: number; pid: number; event: string; timestamp: string }> };
 
 let postgres: TestPostgres;
 before(async () => {
@@ -96,7 +97,7 @@ describe('startup log', { timeout: 240_000 }, () => {
       assert.deepEqual(rows.map((r) => r.description), [`instance 1 restarted (pid ${(await stack.web()).get(1)!.pid})`]);
     }));
 
-  test('when pm2 reload runs, then each instance logs "reloaded" once and the server did not start again', () =>
+  test('when pm2 reload runs, then each instance logs "reloaded" once, /api/starts shows them under the same start, and the server did not start again', () =>
     onStartedStack(async (stack) => {
       const before = await stack.web();
       const rows = await entriesAddedBy(stack.host, 2, async () => {
@@ -108,6 +109,23 @@ describe('startup log', { timeout: 240_000 }, () => {
       assert.equal(rows.length, 2);
       const after = await stack.web();
       for (const id of [0, 1]) assert.notEqual(after.get(id)!.pid, before.get(id)!.pid);
+
+      // SPEC "GET /api/starts": the host's one start, its instances "started" with their first pids,
+      // then "reloaded" with the pids that replaced them
+      const response = await fetch(stack.url(`/api/starts?host=${encodeURIComponent(stack.host)}`), { headers: authHeaders() });
+      assert.equal(response.status, 200);
+      const { items } = (await response.json()) as { items: Start[] };
+      assert.deepEqual(items.map((s) => s.host), [stack.host], 'one start of this host, not two');
+      const entries = items[0]!.entries.map((e) => [e.event, e.instance, e.pid]);
+      const expected = [0, 1].flatMap((id) => [
+        ['started', id, before.get(id)!.pid],
+        ['reloaded', id, after.get(id)!.pid],
+      ]);
+      const byEventThenId = (a: Array<string | number>, b: Array<string | number>) => JSON.stringify(a).localeCompare(JSON.stringify(b));
+      assert.deepEqual(entries.sort(byEventThenId), expected.sort(byEventThenId));
+      const reloaded = items[0]!.entries.filter((e) => e.event === 'reloaded');
+      const started = items[0]!.entries.filter((e) => e.event === 'started');
+      for (const e of reloaded) assert.ok(started.every((s) => s.timestamp <= e.timestamp), 'reloaded after the start');
     }));
 
   test('when web is scaled from 2 to 4, then two new instance entries and no "server started"', () =>

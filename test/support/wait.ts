@@ -1,21 +1,29 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 
+/** What `check` may answer: what was waited for (`true` or an object), or "not yet". */
+type NotYet = undefined | null | false;
+
+/** Whether `value` is what was waited for: exactly `true`, or an object (never null). */
+function arrived<T extends object | true>(value: unknown): value is T {
+  return value === true || (typeof value === 'object' && value !== null);
+}
+
 /**
- * Polls until `check` returns `true` or an object (what was waited for), or fails at the deadline.
- * `undefined` and `false` mean "not yet"; a number or a string cannot be returned, so that 0, ''
- * or null can never pass for success.
+ * Polls until `check` returns exactly `true` or a non-null object (what was waited for), or fails at
+ * the deadline. `undefined`, `null` and `false` mean "not yet"; so does any other value that slips
+ * past the types (`0`, `''`, a number): only `true` or an object can pass for success.
  */
 export async function waitFor<T extends object | true>(
   what: string,
-  check: () => Promise<T | undefined | false> | T | undefined | false,
+  check: () => Promise<T | NotYet> | T | NotYet,
   { timeoutMs = 30_000, everyMs = 100 } = {},
 ): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let lastError: unknown;
   for (;;) {
     try {
-      const value = await check();
-      if (value !== undefined && value !== false) return value;
+      const value: unknown = await check();
+      if (arrived<T>(value)) return value;
     } catch (err) {
       lastError = err;
     }
