@@ -9,7 +9,7 @@ import { authHeaders, Stack } from './support/stack.js';
 import { waitFor } from './support/wait.js';
 
 // LOG_RETENTION_DAYS (docs/retention.md) against a real PostgreSQL and real PM2 instances. The
-// stacks offer a run every 300 ms (LOG_RETENTION_INTERVAL_MS), so a run follows each insert at once.
+// stacks offer a pass every 300 ms (LOG_RETENTION_INTERVAL_MS), so a pass follows each insert at once.
 
 const DAYS = 30;
 const RETENTION_ENV = { LOG_RETENTION_DAYS: String(DAYS), LOG_RETENTION_INTERVAL_MS: '300', LOG_LEVEL: 'debug' };
@@ -41,7 +41,7 @@ after(async () => {
 
 /**
  * `count` entries tagged `tag`, their types taken in turn from `stypes`, a second apart going back
- * from `ageDays` days ago: what a log of that age holds. One INSERT: a run sees all of them or none.
+ * from `ageDays` days ago: what a log of that age holds. One INSERT: a pass sees all of them or none.
  */
 async function insertAged(database: string, entries: { tag: string; stypes: Stype[]; count: number; ageDays: number }): Promise<void> {
   await postgres.query(
@@ -69,7 +69,7 @@ const total = (counts: Partial<Record<Stype, number>>) => Object.values(counts).
 const allRemoved = (database: string, tag: string, timeoutMs = 60_000) =>
   waitFor(`every "${tag}" entry removed`, async () => total(await left(database, tag)) === 0, { timeoutMs });
 
-/** Waits until the job has removed some, but not all, of the entries tagged `tag`: a run is under way. */
+/** Waits until the job has removed some, but not all, of the entries tagged `tag`: a pass is under way. */
 const removalUnderWay = (database: string, tag: string, inserted: number) =>
   waitFor(`removal of "${tag}" under way`, async () => {
     const n = total(await left(database, tag));
@@ -97,14 +97,14 @@ describe('log retention', { timeout: 300_000 }, () => {
     assert.deepEqual(await left('retention', 'within-year'), { system: 10, security: 10 });
   });
 
-  test('when more entries expire than one batch holds, then one run removes them all in several batches', async () => {
+  test('when more entries expire than one batch holds, then one pass removes them all in several batches', async () => {
     const count = Math.round(BATCH_ROWS * 2.4);
     await insertAged('retention', { tag: 'many', stypes: ['app'], count, ageDays: DAYS + 5 });
     await allRemoved('retention', 'many');
-    const run = await waitFor('the run logged', () => retentionLines(stack).find((l) => l.event === 'log_retention' && (l.byType.app ?? 0) >= count));
-    assert.equal(run.byType.app, count);
-    assert.equal(run.batches, Math.ceil(count / BATCH_ROWS));
-    assert.ok(run.ms > 0);
+    const pass = await waitFor('the pass logged', () => retentionLines(stack).find((l) => l.event === 'log_retention' && (l.byType.app ?? 0) >= count));
+    assert.equal(pass.byType.app, count);
+    assert.equal(pass.batches, Math.ceil(count / BATCH_ROWS));
+    assert.ok(pass.ms > 0);
   });
 
   test('when entries are written while expired ones are removed, then every write is answered 201 and stored once', async () => {
@@ -184,24 +184,24 @@ describe('log retention', { timeout: 300_000 }, () => {
       const insertedAt = Date.now();
       await insertAged('retention', { tag: 'shared', stypes: ['app', 'error'], count: inserted, ageDays: DAYS + 30 });
       await allRemoved('retention', 'shared');
-      const lines = await waitFor('the runs logged', () => {
+      const lines = await waitFor('the passes logged', () => {
         const all = retentionLines(stack, other).filter((l) => Date.parse(l.time) >= insertedAt);
-        const runs = all.filter((l) => l.event === 'log_retention');
-        return runs.reduce((n, l) => n + l.rows, 0) >= inserted ? all : undefined;
+        const passes = all.filter((l) => l.event === 'log_retention');
+        return passes.reduce((n, l) => n + l.rows, 0) >= inserted ? all : undefined;
       });
 
-      const runs = lines
+      const passes = lines
         .filter((l) => l.event === 'log_retention')
         .map((l) => ({ pid: l.pid, from: Date.parse(l.startedAt), to: Date.parse(l.startedAt) + l.ms }))
         .sort((a, b) => a.from - b.from);
-      for (let i = 1; i < runs.length; i++) {
+      for (let i = 1; i < passes.length; i++) {
         // startedAt and ms are both taken while the lock is held; 1 ms for their rounding
-        assert.ok(runs[i]!.from >= runs[i - 1]!.to - 1, `runs overlap: ${JSON.stringify([runs[i - 1], runs[i]])}`);
+        assert.ok(passes[i]!.from >= passes[i - 1]!.to - 1, `passes overlap: ${JSON.stringify([passes[i - 1], passes[i]])}`);
       }
-      // while the longest run held the lock, other processes offered and stepped aside
-      const longest = runs.reduce((a, b) => (b.to - b.from > a.to - a.from ? b : a));
+      // while the longest pass held the lock, other processes offered and stepped aside
+      const longest = passes.reduce((a, b) => (b.to - b.from > a.to - a.from ? b : a));
       const skipped = lines.filter((l) => l.event === 'log_retention_busy' && l.pid !== longest.pid && Date.parse(l.time) > longest.from && Date.parse(l.time) < longest.to);
-      assert.ok(new Set(skipped.map((l) => l.pid)).size >= 2, `at least two other processes skipped during the run of ${longest.to - longest.from} ms (${skipped.length} skips)`);
+      assert.ok(new Set(skipped.map((l) => l.pid)).size >= 2, `at least two other processes skipped during the pass of ${longest.to - longest.from} ms (${skipped.length} skips)`);
     } finally {
       await other.stop();
     }
@@ -227,7 +227,7 @@ describe('log retention', { timeout: 300_000 }, () => {
     await stack.waitReady(2);
     await allRemoved('retention', 'interrupted');
 
-    const stopped = await waitFor('the stopped run logged', () => retentionLines(stack).find((l) => l.pid === runner.pid && l.event === 'log_retention' && l.stopped));
+    const stopped = await waitFor('the stopped pass logged', () => retentionLines(stack).find((l) => l.pid === runner.pid && l.event === 'log_retention' && l.stopped));
     assert.ok(stopped.rows > 0 && stopped.rows < inserted, `${stopped.rows} removed before the stop`);
     const shutdownTrouble = stack.webLogLines().filter((l) => l['pid'] === runner.pid && Number(l['level']) >= 40);
     assert.deepEqual(shutdownTrouble, []);
@@ -249,7 +249,7 @@ describe('log retention', { timeout: 300_000 }, () => {
     }
   });
 
-  test('when the runs above are over, then the retention logged no warning and nothing at error level', () => {
+  test('when the passes above are over, then the retention logged no warning and nothing at error level', () => {
     const bad = stack.webLogLines().filter((l) => Number(l['level']) >= 50 || (String(l['event']).startsWith('log_retention') && Number(l['level']) >= 40));
     assert.deepEqual(bad, []);
   });
