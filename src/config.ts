@@ -72,7 +72,7 @@ export const envFields = {
     .min(100)
     .max(86_400_000)
     .default(300_000)
-    .describe('how often each instance offers to run the log retention (one process runs it at a time); the first offer comes 30 s after start, or sooner when this is shorter; tests shorten it'),
+    .describe('how often each instance offers a log retention pass (one process makes it at a time); the first offer comes 30 s after start, or sooner when this is shorter; tests shorten it'),
   METRICS_ALLOW: z
     .string()
     .default('127.0.0.1')

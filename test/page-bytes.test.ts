@@ -49,22 +49,27 @@ describe('a page of the largest entries', () => {
   let ids: number[];
   before(async () => {
     await postgres.query(DATABASE, 'DELETE FROM system_logs');
-    const rows = await postgres.query<{ id: string }>(
+    // a second apart, the newest first in id order too: pages and cursors cross distinct times
+    await postgres.query(
       DATABASE,
-      `INSERT INTO system_logs (stype, description, host) SELECT 'security', repeat(chr(1), 10000), 'heavy' FROM generate_series(1, $1) RETURNING id`,
+      `INSERT INTO system_logs (stype, "timestamp", description, host)
+       SELECT 'security', now() - g * interval '1 second', 'heavy ' || repeat(chr(1), 9994), 'heavy' FROM generate_series(1, $1) g`,
       [HEAVY],
     );
-    ids = rows.map((r) => Number(r.id)).sort((a, b) => b - a);
+    const rows = await postgres.query<{ id: string }>(DATABASE, `SELECT id FROM system_logs ORDER BY "timestamp" DESC, id DESC`);
+    ids = rows.map((r) => Number(r.id));
   });
 
-  for (const query of ['limit=200', 'limit=200&stype=security']) {
+  // each filter is a statement of its own; the pages after the first add the cursor (before)
+  const since = new Date(Date.now() - 86_400_000).toISOString();
+  for (const query of ['limit=200', 'limit=200&stype=security', 'limit=200&q=heavy', `limit=200&since=${since}`, 'stype=security']) {
     test(`when ${query} is asked of ${HEAVY} entries of 60 KB, then each page stops at PAGE_BYTES and next goes on to every entry once, newest first`, async () => {
       const all = await pages(query);
       assert.ok(all.length >= 2, `${all.length} pages: the first one stopped before the limit`);
       for (const { bytes } of all) assert.ok(bytes <= PAGE_BYTES + 64 * 1024, `a page of ${bytes} bytes`);
       assert.deepEqual(all.flatMap(({ page: p }) => p.items.map((e) => e.id)), ids);
       assert.equal(all.at(-1)!.page.next, null);
-      assert.equal(all[0]!.page.items[0]!.description, '\u0001'.repeat(10_000));
+      assert.equal(all[0]!.page.items[0]!.description, `heavy ${'\u0001'.repeat(9994)}`);
     });
   }
 
