@@ -41,9 +41,10 @@ const apps = [web];
 if (production) {
   // Only web runs from this file there (SPEC): nginx and PostgreSQL are system services (deploy/),
   // and deploy/deploy.sh starts the log rotation from deploy/logrotate.config.js. The environment
-  // comes from the shell or deploy/deploy.sh, and the instances validate all of it at startup. deploy.sh runs each
-  // release as an app of its own, web-blue or web-green (SITELOG_SLOT), on a port of its own, and
-  // moves nginx to it once it is ready: a release that cannot start never takes traffic.
+  // comes from the shell or deploy/deploy.sh, and the instances validate all of it at startup.
+  // deploy.sh runs each release as an app of its own, web-blue or web-green (SITELOG_SLOT), on a
+  // port of its own, and moves nginx to it once it is ready: a release that cannot start never
+  // takes traffic.
   Object.assign(web, productionWeb(process.env));
 }
 

@@ -24,8 +24,8 @@ export default tseslint.config(
     },
   },
   {
-    // bench/ and deploy/ hold JavaScript run by node or PM2 directly; type-aware rules need types
-    files: ['bench/**/*.js', 'deploy/**/*.js'],
+    // bench/ is JavaScript run by node directly; type-aware rules need types
+    files: ['bench/**/*.js'],
     ...tseslint.configs.disableTypeChecked,
     languageOptions: {
       ...tseslint.configs.disableTypeChecked.languageOptions,
@@ -35,15 +35,15 @@ export default tseslint.config(
     rules: { ...tseslint.configs.disableTypeChecked.rules, '@typescript-eslint/no-require-imports': 'off' },
   },
   {
-    // CommonJS that runs without a build: ecosystem.config.js (PM2 evaluates it) and build-check.cjs
+    // CommonJS that runs without a build: the PM2 files (ecosystem.config.js, deploy/logrotate.config.js) and build-check.cjs
     // (it says when there is no build). TypeScript's project service types them as JavaScript, so
     // the floating-promise rules hold here too; the no-unsafe-* rules do not fit untyped
     // JavaScript, where every parameter is `any`.
-    files: ['**/*.cjs', 'ecosystem.config.js'],
+    files: ['**/*.cjs', 'ecosystem.config.js', 'deploy/*.config.js'],
     languageOptions: {
       sourceType: 'commonjs',
       globals: { require: 'readonly', module: 'writable', process: 'readonly', __dirname: 'readonly' },
-      parserOptions: { project: null, projectService: { allowDefaultProject: ['ecosystem.config.js', 'src/ops/*.cjs'] }, tsconfigRootDir: import.meta.dirname },
+      parserOptions: { project: null, projectService: { allowDefaultProject: ['ecosystem.config.js', 'deploy/*.config.js', 'src/ops/*.cjs'] }, tsconfigRootDir: import.meta.dirname },
     },
     rules: {
       '@typescript-eslint/no-require-imports': 'off',

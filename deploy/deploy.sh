@@ -239,8 +239,12 @@ ln -sfn "$release" "$CURRENT.next" && mv -T "$CURRENT.next" "$CURRENT"
 candidate=""
 # the log rotation (rename, then PM2 reopens: docs/log-rotation.md) runs from the live release:
 # started anew, since a restart would keep the old release's folder, which step 8 deletes in time
+# (a release older than deploy/logrotate.config.js declares it in ecosystem.config.js). The release
+# is live already: a rotation that does not start is a warning, and the apps are saved either way.
 pm2_app delete logrotate >/dev/null 2>&1 || true
-(cd "$release" && with_env as_app "$PM2" start deploy/logrotate.config.js >/dev/null)
+if [ -f "$release/deploy/logrotate.config.js" ]; then rotation=(deploy/logrotate.config.js); else rotation=(ecosystem.config.js --env production --only logrotate); fi
+(cd "$release" && with_env as_app "$PM2" start "${rotation[@]}" >/dev/null) \
+  || printf 'deploy: warning: the logrotate app did not start; PM2 log files are not rotated until the next deploy\n' >&2
 # what `pm2 resurrect` brings back at boot (provision.sh's pm2-<user>.service): this release's apps
 pm2_app save --force >/dev/null
 log "$short is live (deploy took $SECONDS s)"
