@@ -233,8 +233,12 @@ describe('configuration', () => {
    */
   const NO_BAD_VALUE = new Set(['DATA_DIR']);
 
-  test("when SPEC's Environment table names a variable, then a case above gives it a bad value (or it has none, by name)", () => {
-    const spec = fs.readFileSync(path.join(ROOT, '..', 'shared', 'SPEC.md'), 'utf8');
+  // the contract lives beside the repository (../shared, as CI has it); a clone on its own has none to read
+  const SPEC_FILE = path.join(ROOT, '..', 'shared', 'SPEC.md');
+  const noSpec = fs.existsSync(SPEC_FILE) ? false : `no ${SPEC_FILE} beside this clone`;
+
+  test("when SPEC's Environment table names a variable, then a case above gives it a bad value (or it has none, by name)", { skip: noSpec }, () => {
+    const spec = fs.readFileSync(SPEC_FILE, 'utf8');
     const section = spec.slice(spec.indexOf('## Environment'), spec.indexOf('\n## ', spec.indexOf('## Environment') + 1));
     const rows = section.split('\n').filter((l) => /^\| `[A-Z]/.test(l));
     const variables = rows.flatMap((row) => [...row.split('|')[1]!.matchAll(/`([A-Z0-9_]+)`/g)].map((m) => m[1]!));

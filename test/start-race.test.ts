@@ -51,7 +51,7 @@ const BARRIER = `
   process.stdout.write(JSON.stringify({ msg: 'at the barrier' }) + '\\n');
   process.stdin.once('data', () => {
     process.stdin.destroy();
-    process.stdout.write(JSON.stringify({ msg: 'released', at: performance.timeOrigin + performance.now() }) + '\\n');
+    process.stdout.write(JSON.stringify({ msg: 'released', at: Date.now() }) + '\\n');
     require(path.join(dist, 'server.js'));
   });
 `;
@@ -89,9 +89,9 @@ test('when every instance of two hosts starts in the same instant and the databa
 
   const released = webs.map((w) => (JSON.parse(w.lines.find((l) => l.includes('"msg":"released"'))!) as { at: number }).at);
   const spreadMs = Math.max(...released) - Math.min(...released);
-  t.diagnostic(`released within ${spreadMs.toFixed(2)} ms`);
   // the write is one instant; what spreads the wake-ups is 6 processes sharing this machine's cores
-  assert.ok(spreadMs < 250, `every process began its startup within ${spreadMs.toFixed(1)} ms of the first`);
+  // (19-71 ms measured): a figure to read, not to assert, since only the machine's load moves it
+  t.diagnostic(`released within ${spreadMs.toFixed(2)} ms`);
   // every one was released before any reached the database: no process had a head start
   const firstStep = Math.min(
     ...webs.flatMap((w) =>

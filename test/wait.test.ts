@@ -2,8 +2,9 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { waitFor } from './support/wait.js';
 
-// The tests' one way to wait: only `true` or an object is success, so a count of 0 or an empty
-// answer can never end a wait early.
+// The tests' one way to wait: only `true` or an object is success, so a count of 0, null, an empty
+// string or `false` can never end a wait early. An array is an object: a check that waits for rows
+// answers undefined until it has them.
 
 describe('waitFor', () => {
   for (const notYet of [0, null, '', undefined, false, 1, 'yes', Number.NaN]) {
