@@ -65,6 +65,22 @@ class Chaos {
     return client;
   }
 
+  /**
+   * For a restart nobody caused: how PM2 saw the web processes end (its own log: the exit code or
+   * signal), and what they said at error level and above since `since`, so that a failed run in CI
+   * names its cause.
+   */
+  private whyRestarted(since: number): string[] {
+    const pm2Log = path.join(this.stack.env['PM2_HOME']!, 'pm2.log');
+    const exits = fs.existsSync(pm2Log) ? fs.readFileSync(pm2Log, 'utf8').split('\n').filter((l) => /App \[web:\d+\] exited/.test(l)).slice(-4) : [];
+    const said = this.stack
+      .webLogLines()
+      .filter((l) => Number(l['level']) >= 50 && Date.parse(String(l['time'])) >= since)
+      .slice(-4)
+      .map((l) => `web said: ${JSON.stringify(l).slice(0, 500)}`);
+    return [...exits.map((l) => `pm2: ${l.trim()}`), ...said];
+  }
+
   private async restartCount(): Promise<number> {
     return (await this.stack.processes('web')).reduce((sum, p) => sum + p.pm2_env.restart_time, 0);
   }
@@ -96,6 +112,7 @@ class Chaos {
     act: () => Promise<{ expectedRestarts: number; restarts?: number; webDown?: boolean; allReadyMs?: number; outage?: { from: number; to: number }; recoveryFrom?: number; extraProblems?: string[] }>,
   ): Promise<ScenarioResult> {
     const before = await this.restartCount();
+    const startedAt = Date.now();
     const traffic = startTraffic(this.stack.url(''), { connections, maxMs: 300_000 });
     const scraper = startScraper(this.stack.url('/metrics'), { everyMs: 1_000, maxMs: 300_000 });
     await waitFor('traffic flowing', () => traffic.acks.length > 20, { timeoutMs: 30_000 });
@@ -143,6 +160,7 @@ class Chaos {
         ...decreases(scrapes).map((d) => `the host's request counter went down: ${d}`),
         ...mismatches.slice(0, 3),
         ...(outcome.extraProblems ?? []),
+        ...(restarts === outcome.expectedRestarts ? [] : this.whyRestarted(startedAt)),
         ...(failures.size ? [`failures by kind and status: ${JSON.stringify(Object.fromEntries(failures))}`] : []),
         // how long each failure took tells a refused or dropped connection from one nobody answered
         ...failedSamples.slice(0, 5).map((f) => `failed: ${f.kind} ${f.status} ${f.code ?? ''} after ${Math.round(f.ms)} ms`),
