@@ -2,7 +2,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { once } from 'node:events';
 import net from 'node:net';
-import { createApp } from './app.js';
+import { createApp, requestClasses } from './app.js';
 import { authenticate } from './auth.js';
 import type { Config } from './config.js';
 import type { AppContext } from './context.js';
@@ -119,7 +119,7 @@ export async function startWebProcess(
     metrics: { instruments, host },
   };
   const app = createApp(ctx);
-  const server = http.createServer((req, res) => {
+  const server = http.createServer(requestClasses(app), (req, res) => {
     // During shutdown every response closes its connection, so nginx stops reusing it.
     if (shutdown.inProgress) res.shouldKeepAlive = false;
     app(req, res);

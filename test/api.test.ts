@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
+import express from 'express';
 import { startApp } from './support/app.js';
 import { BAD_INPUTS, send } from './support/bad-input.js';
 import { startPostgres, type TestPostgres } from './support/postgres.js';
@@ -246,5 +249,48 @@ describe('instances and starts', () => {
     const starts = await get<{ items: Array<{ host: string; entries: Array<{ instance: number; pid: number; event: string }> }> }>('/api/starts');
     assert.equal(starts.body.items[0]!.host, 'test-host');
     assert.deepEqual(starts.body.items[0]!.entries.map((e) => [e.instance, e.pid, e.event]), [[0, process.pid, 'started']]);
+  });
+});
+
+describe('the HTTP server of a web process', () => {
+  /** The requests and responses whose prototype is changed, by constructor name, while `during` runs. */
+  async function prototypeChanges(during: () => Promise<number[]>): Promise<{ statuses: number[]; changed: string[] }> {
+    const changed: string[] = [];
+    const setPrototypeOf = Object.setPrototypeOf;
+    Object.setPrototypeOf = (o: object, proto: object | null): object => {
+      if ((o instanceof http.IncomingMessage || o instanceof http.ServerResponse) && Object.getPrototypeOf(o) !== proto) changed.push(o.constructor.name);
+      return setPrototypeOf(o, proto) as object;
+    };
+    try {
+      return { statuses: await during(), changed };
+    } finally {
+      Object.setPrototypeOf = setPrototypeOf;
+    }
+  }
+
+  test('when an Express app is served the usual way, then each request and response gets a new prototype (what the next test checks)', async () => {
+    const server = http.createServer(express().get('/', (_req, res) => res.end()));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = server.address() as AddressInfo;
+      const { statuses, changed } = await prototypeChanges(async () => [(await fetch(`http://127.0.0.1:${port}/`)).status]);
+      assert.deepEqual(statuses, [200]);
+      assert.deepEqual(changed, ['IncomingMessage', 'ServerResponse']);
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
+  });
+
+  test('when the API, a probe, a console page and a missing path are answered, then no request or response gets a new prototype (requestClasses in src/app.ts)', async () => {
+    const { body: entry } = await post({ stype: 'app', description: 'prototype check' });
+    const { statuses, changed } = await prototypeChanges(async () => {
+      const paths = [`/api/logs/${entry.id}`, '/api/logs?limit=5', '/healthz', '/console/login', '/api/nothing'];
+      const reads = await Promise.all(paths.map((p) => fetch(`${app.base}${p}`, { headers: authHeaders() })));
+      const { response } = await post({ stype: 'app', description: 'prototype check, written' });
+      return [...reads.map((r) => r.status), response.status];
+    });
+    assert.deepEqual(statuses, [200, 200, 200, 200, 404, 201]);
+    assert.deepEqual(changed, []);
   });
 });
