@@ -1,6 +1,9 @@
 // What PostgreSQL spends on one page of GET /api/logs (21 rows), by how the page leaves it: the
-// Express floor's plain columns, sitelog's entries as JSON (row_to_json over to_char's timestamp),
-// and the alternatives. CPU of the backend from /proc per query, prepared statements, 10,000 rows.
+// Express floor's plain columns; sitelog's entries as JSON (row_to_json over to_char's timestamp),
+// `current` as src/logs/queries.ts builds them (ROW(…)::log_entry), `lateral` as it did before
+// 2026-11-29 (a LATERAL subquery naming the fields, the cursor's two columns beside the entry); the
+// alternatives; and the entries' columns alone (`columns_datepart`), for the worker to build the JSON.
+// CPU of the backend from /proc per query, prepared statements, 10,000 rows.
 // Run: node --import tsx bench/research/list-json-cost.ts
 import fs from 'node:fs';
 import pg from 'pg';
@@ -12,16 +15,14 @@ const N = 4000;
 const ts = `to_char(l."timestamp" AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
 const variants: Record<string, string> = {
   floor: `SELECT id, stype, "timestamp", description, ip, user_agent, host, instance, request_id FROM system_logs ORDER BY "timestamp" DESC, id DESC LIMIT $1`,
-  current: `SELECT e."timestamp", l.id, row_to_json(e)::text AS entry FROM system_logs l CROSS JOIN LATERAL (SELECT l.id, l.stype, ${ts} AS "timestamp", l.description, l.ip, l.user_agent, l.host, l.instance, l.request_id) e ORDER BY l."timestamp" DESC, l.id DESC LIMIT $1`,
-  entry_only: `SELECT row_to_json(e)::text AS entry FROM system_logs l CROSS JOIN LATERAL (SELECT l.id, l.stype, ${ts} AS "timestamp", l.description, l.ip, l.user_agent, l.host, l.instance, l.request_id) e ORDER BY l."timestamp" DESC, l.id DESC LIMIT $1`,
-  entry_only_interval: `SELECT row_to_json(e)::text AS entry FROM system_logs l CROSS JOIN LATERAL (SELECT l.id, l.stype, to_char(l."timestamp" AT TIME ZONE INTERVAL '+00:00', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS "timestamp", l.description, l.ip, l.user_agent, l.host, l.instance, l.request_id) e ORDER BY l."timestamp" DESC, l.id DESC LIMIT $1`,
-  tschar_interval: `SELECT to_char(l."timestamp" AT TIME ZONE INTERVAL '+00:00', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS t, l.id FROM system_logs l ORDER BY l."timestamp" DESC, l.id DESC LIMIT $1`,
+  lateral: `SELECT e."timestamp", l.id, row_to_json(e)::text AS entry FROM system_logs l CROSS JOIN LATERAL (SELECT l.id, l.stype, ${ts} AS "timestamp", l.description, l.ip, l.user_agent, l.host, l.instance, l.request_id) e ORDER BY l."timestamp" DESC, l.id DESC LIMIT $1`,
+  lateral_entry_only: `SELECT row_to_json(e)::text AS entry FROM system_logs l CROSS JOIN LATERAL (SELECT l.id, l.stype, ${ts} AS "timestamp", l.description, l.ip, l.user_agent, l.host, l.instance, l.request_id) e ORDER BY l."timestamp" DESC, l.id DESC LIMIT $1`,
+  current: `SELECT row_to_json(ROW(l.id, l.stype, ${ts}, l.description, l.ip, l.user_agent, l.host, l.instance, l.request_id)::log_entry)::text AS entry FROM system_logs l ORDER BY l."timestamp" DESC, l.id DESC LIMIT $1`,
   jbo: `SELECT l."timestamp" AS ts, l.id, json_build_object('id', l.id, 'stype', l.stype, 'timestamp', ${ts}, 'description', l.description, 'ip', l.ip, 'user_agent', l.user_agent, 'host', l.host, 'instance', l.instance, 'request_id', l.request_id)::text AS entry FROM system_logs l ORDER BY l."timestamp" DESC, l.id DESC LIMIT $1`,
   rowjson_rawts: `SELECT e."timestamp", l.id, row_to_json(e)::text AS entry FROM system_logs l CROSS JOIN LATERAL (SELECT l.id, l.stype, l."timestamp", l.description, l.ip, l.user_agent, l.host, l.instance, l.request_id) e ORDER BY l."timestamp" DESC, l.id DESC LIMIT $1`,
   agg: `SELECT json_agg(e ORDER BY e.ts DESC, e.id DESC)::text AS page FROM (SELECT l."timestamp" AS ts, l.id, l.stype, ${ts} AS "timestamp", l.description, l.ip, l.user_agent, l.host, l.instance, l.request_id FROM system_logs l ORDER BY l."timestamp" DESC, l.id DESC LIMIT $1) e`,
   concat: `SELECT l."timestamp" AS ts, l.id, '{"id":' || l.id || ',"stype":' || to_json(l.stype) || ',"timestamp":"' || ${ts} || '","description":' || to_json(l.description) || ',"ip":' || coalesce(to_json(l.ip)::text, 'null') || ',"user_agent":' || coalesce(to_json(l.user_agent)::text, 'null') || ',"host":' || to_json(l.host) || ',"instance":' || coalesce(l.instance::text, 'null') || ',"request_id":' || coalesce(to_json(l.request_id)::text, 'null') || '}' AS entry FROM system_logs l ORDER BY l."timestamp" DESC, l.id DESC LIMIT $1`,
   tschar_only: `SELECT ${ts} AS t, l.id FROM system_logs l ORDER BY l."timestamp" DESC, l.id DESC LIMIT $1`,
-  columns_ms: `SELECT l.id, l.stype, (extract(epoch FROM l."timestamp") * 1000)::int8 AS at_ms, l.description, l.ip, l.user_agent, l.host, l.instance, l.request_id FROM system_logs l ORDER BY l."timestamp" DESC, l.id DESC LIMIT $1`,
   columns_datepart: `SELECT l.id, l.stype, date_part('epoch', l."timestamp") AS at_s, l.description, l.ip, l.user_agent, l.host, l.instance, l.request_id FROM system_logs l ORDER BY l."timestamp" DESC, l.id DESC LIMIT $1`,
   raw2: `SELECT l."timestamp" AS t, l.id FROM system_logs l ORDER BY l."timestamp" DESC, l.id DESC LIMIT $1`,
 };
