@@ -193,7 +193,8 @@ function onAnswered(app: express.Express, inFlight: InFlight, instruments: Instr
  * Node took these options for it (nodejs/node#15560).
  *
  * The app's prototypes become the classes' own, each over the one Express made, so that what
- * createApp defines on them (the writeHead hook, `req.log`) is found on either side.
+ * createApp defines on them (the writeHead hook, `req.log`) is found on either side. The app is
+ * never mounted in another one: Express's mount would re-parent these prototypes.
  */
 export function requestClasses(app: express.Express) {
   class AppRequest extends http.IncomingMessage {}

@@ -33,6 +33,7 @@ test('when a read fails on a replica, then only the replica\'s own failures send
     ['buffer pin deadlock with recovery', pgError('40P01', 'canceling statement due to conflict with recovery'), 'elsewhere'],
     ['a table a migration just made, not replayed yet', pgError('42P01', 'relation "new_table" does not exist'), 'elsewhere'],
     ['a column a migration just added, not replayed yet', pgError('42703', 'column "new_column" does not exist'), 'elsewhere'],
+    ['a type a migration just made, not replayed yet', pgError('42704', 'type "log_entry" does not exist'), 'elsewhere'],
     ['a write sent to a replica', pgError('25006', 'cannot execute INSERT in a read-only transaction'), 'elsewhere'],
     ['the query\'s own bad value', pgError('22P02', 'invalid input syntax for type bigint: "x"'), undefined],
     ['the statement timeout: the request\'s own slowness', pgError('57014', 'canceling statement due to statement timeout'), undefined],

@@ -84,10 +84,10 @@ const REPLICA_GONE_CODES = new Set([...GONE_CODES, '57P04', 'EHOSTUNREACH', 'ENE
 // A standby cancels a query that conflicts with the WAL it replays (40001; 40P01 for a buffer pin
 // deadlock): the replica is fine, this read is better served by the primary.
 const RECOVERY_CONFLICT_CODES = new Set(['40001', '40P01']);
-// What the replica has not replayed yet, or is not: a table, column or function a migration just
-// made on the primary (42P01, 42703, 42883), a statement that writes (25006, read-only). The same
-// read on the primary succeeds.
-const BEHIND_CODES = new Set(['42P01', '42703', '42883', '25006']);
+// What the replica has not replayed yet, or is not: a table, column, function or type a migration
+// just made on the primary (42P01, 42703, 42883, 42704), a statement that writes (25006, read-only).
+// The same read on the primary succeeds.
+const BEHIND_CODES = new Set(['42P01', '42703', '42883', '42704', '25006']);
 // node-postgres reports a dropped connection (errors.ts's DROPPED_TEXT), or a query unanswered past
 // its query_timeout, without a code. Unlike the app's rule (any timeout: busy), only node-pg's own
 // connect and query timeouts say a replica is gone; another timeout is this read's.

@@ -20,3 +20,7 @@ export async function up({ context }: { context: QueryInterface }): Promise<void
     );
   `);
 }
+
+export async function down({ context }: { context: QueryInterface }): Promise<void> {
+  await context.sequelize.query('DROP TYPE IF EXISTS log_entry');
+}
